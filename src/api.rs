@@ -1,0 +1,97 @@
+//! HTTP surface in pure Rust: which route a request is, how its body is checked, and the JSON
+//! shapes the router answers. The wasm layer only moves bytes in and out.
+
+use crate::error::RouterError;
+use crate::router::Success;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route {
+    Health,
+    Stats,
+    Generate,
+    NotFound,
+    MethodNotAllowed { allowed: &'static str },
+}
+
+pub fn route(method: &str, path: &str) -> Route {
+    let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+    let (allowed, r) = match path {
+        "/health" | "/" => ("GET", Route::Health),
+        "/stats" => ("GET", Route::Stats),
+        "/v1/generate" => ("POST", Route::Generate),
+        _ => return Route::NotFound,
+    };
+    if method == allowed || (allowed == "GET" && method == "HEAD") {
+        r
+    } else {
+        Route::MethodNotAllowed { allowed }
+    }
+}
+
+/// Checks a JSON request body: content type, size, UTF-8 and syntax, with a distinct code for each.
+pub fn parse_json_body(content_type: Option<&str>, body: &[u8], max: usize) -> Result<Value, RouterError> {
+    if body.len() > max {
+        return Err(RouterError::PayloadTooLarge { limit: max });
+    }
+    match content_type {
+        Some(ct) if ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") => {}
+        _ => return Err(RouterError::UnsupportedMediaType),
+    }
+    let text = std::str::from_utf8(body).map_err(|_| RouterError::bad_request("invalid_utf8", "body is not valid UTF-8"))?;
+    if text.trim().is_empty() {
+        return Err(RouterError::bad_request("invalid_json", "body is empty"));
+    }
+    serde_json::from_str(text).map_err(|e| RouterError::bad_request("invalid_json", format!("body is not valid JSON: {e}")))
+}
+
+/// The `/v1/generate` answer.
+pub fn generate_response(s: &Success, duration_ms: u64, conversation_id: Option<&str>) -> Value {
+    let mut v = json!({
+        "content": s.reply.text,
+        "model_used": s.model_used,
+        "key_id": s.key_id,
+        "usage": s.usage,
+        "finish_reason": s.reply.finish_reason,
+        "duration_ms": duration_ms,
+        "attempts": s.attempts,
+    });
+    if let Some(b) = &s.reply.block_reason {
+        v["block_reason"] = json!(b);
+    }
+    if let Some(id) = conversation_id {
+        v["conversation_id"] = json!(id);
+        v["omitted_turns"] = json!(s.omitted_turns);
+        if let Some(n) = s.message_count {
+            v["message_count"] = json!(n);
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_methods() {
+        assert_eq!(route("GET", "/health"), Route::Health);
+        assert_eq!(route("POST", "/v1/generate"), Route::Generate);
+        assert_eq!(route("POST", "/v1/generate/"), Route::Generate);
+        assert_eq!(route("GET", "/v1/generate"), Route::MethodNotAllowed { allowed: "POST" });
+        assert_eq!(route("GET", "/../etc/passwd"), Route::NotFound);
+        assert_eq!(route("GET", "/nope"), Route::NotFound);
+    }
+
+    #[test]
+    fn body_checks_have_distinct_codes() {
+        let ct = Some("application/json; charset=utf-8");
+        assert_eq!(parse_json_body(ct, b"{\"a\":1}", 100).unwrap()["a"], 1);
+        assert_eq!(parse_json_body(ct, &[b'a'; 101], 100).unwrap_err().status(), 413);
+        assert_eq!(parse_json_body(Some("text/plain"), b"{}", 100).unwrap_err().status(), 415);
+        assert_eq!(parse_json_body(None, b"{}", 100).unwrap_err().status(), 415);
+        assert_eq!(parse_json_body(ct, b"{\"a\":", 100).unwrap_err().code(), "invalid_json");
+        assert_eq!(parse_json_body(ct, b"\xff\xfe", 100).unwrap_err().code(), "invalid_utf8");
+        assert_eq!(parse_json_body(ct, b"", 100).unwrap_err().code(), "invalid_json");
+    }
+}

@@ -1,0 +1,325 @@
+//! Gemini wire formats: building `generateContent` bodies, reading replies and usage, and
+//! deciding what an upstream status means for the key and the request.
+
+use crate::error::RouterError;
+use crate::quota::{classify_429, Cooldown};
+use serde_json::{json, Map, Value};
+
+/// Token usage of one reply, from `usageMetadata`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    pub input: u64,
+    pub output: u64,
+    pub thoughts: u64,
+    pub total: u64,
+}
+
+impl Usage {
+    pub fn from_metadata(m: &Value) -> Option<Usage> {
+        let n = |k: &str| m.get(k).and_then(Value::as_u64).unwrap_or(0);
+        if !m.is_object() {
+            return None;
+        }
+        let (input, output, thoughts) = (n("promptTokenCount"), n("candidatesTokenCount"), n("thoughtsTokenCount"));
+        let total = m.get("totalTokenCount").and_then(Value::as_u64).unwrap_or(input + output + thoughts);
+        Some(Usage { input, output, thoughts, total })
+    }
+}
+
+/// The useful parts of a `GenerateContentResponse`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub text: String,
+    pub finish_reason: Option<String>,
+    pub usage: Option<Usage>,
+    pub block_reason: Option<String>,
+    pub model_version: Option<String>,
+}
+
+pub fn parse_reply(body: &Value) -> Reply {
+    let cand = &body["candidates"][0];
+    let mut text = String::new();
+    for p in cand["content"]["parts"].as_array().into_iter().flatten() {
+        // Thought summaries are not part of the answer.
+        if p.get("thought").and_then(Value::as_bool) == Some(true) {
+            continue;
+        }
+        if let Some(t) = p.get("text").and_then(Value::as_str) {
+            text.push_str(t);
+        }
+    }
+    Reply {
+        text,
+        finish_reason: cand["finishReason"].as_str().map(str::to_string),
+        usage: Usage::from_metadata(&body["usageMetadata"]),
+        block_reason: body["promptFeedback"]["blockReason"].as_str().map(str::to_string),
+        model_version: body["modelVersion"].as_str().map(str::to_string),
+    }
+}
+
+/// What an upstream answer means for the key, the quota and the request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamOutcome {
+    Success,
+    /// 429: the key's quota group cools down; fail over to another key.
+    RateLimited(Cooldown),
+    /// 500/502/503/504: not the key's fault; retry elsewhere with backoff.
+    Transient { status: u16 },
+    /// Invalid, revoked or unauthorised key: disable it until the config changes; fail over.
+    KeyRejected { reason: String },
+    /// The request itself is wrong: hand the error to the caller, no retry.
+    ClientError { status: u16, message: String },
+}
+
+pub fn classify(status: u16, body: &str) -> UpstreamOutcome {
+    if (200..300).contains(&status) {
+        return UpstreamOutcome::Success;
+    }
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let err = &v["error"];
+    let gstatus = err["status"].as_str().unwrap_or("");
+    let reasons: Vec<&str> =
+        err["details"].as_array().into_iter().flatten().filter_map(|d| d["reason"].as_str()).collect();
+    match status {
+        429 => UpstreamOutcome::RateLimited(classify_429(body)),
+        500 | 502 | 503 | 504 => UpstreamOutcome::Transient { status },
+        401 => UpstreamOutcome::KeyRejected { reason: "401 UNAUTHENTICATED".into() },
+        403 => UpstreamOutcome::KeyRejected { reason: format!("403 {}", if gstatus.is_empty() { "FORBIDDEN" } else { gstatus }) },
+        400 if reasons.iter().any(|r| r.starts_with("API_KEY_")) => {
+            UpstreamOutcome::KeyRejected { reason: format!("400 {}", reasons.iter().find(|r| r.starts_with("API_KEY_")).unwrap()) }
+        }
+        _ => {
+            let mut message = err["message"].as_str().unwrap_or("upstream rejected the request").to_string();
+            message.truncate(500);
+            // Only client-class statuses are passed through; anything odd becomes a 502.
+            let status = if (400..500).contains(&status) { status } else { 502 };
+            UpstreamOutcome::ClientError { status, message }
+        }
+    }
+}
+
+/// The router's own `/v1/generate` request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateRequest {
+    pub model: String,
+    /// New user turn(s) in Gemini `contents` form.
+    pub contents: Vec<Value>,
+    pub system: Option<String>,
+    pub temperature: Option<f64>,
+    pub max_output_tokens: Option<u64>,
+    pub conversation_id: Option<String>,
+    pub allow_fallback: bool,
+}
+
+fn field_err(code: &'static str, msg: impl Into<String>) -> RouterError {
+    RouterError::bad_request(code, msg)
+}
+
+/// Checks one `contents` entry: `{role: user|model, parts: [{text}]}` with non-empty text.
+pub fn validate_content(c: &Value, at: &str) -> Result<(), RouterError> {
+    let obj = c.as_object().ok_or_else(|| field_err("invalid_field", format!("{at}: must be an object")))?;
+    match obj.get("role").and_then(Value::as_str) {
+        Some("user") | Some("model") | None => {}
+        Some(r) => return Err(field_err("invalid_field", format!("{at}.role: must be 'user' or 'model', got '{r}'"))),
+    }
+    let parts = obj
+        .get("parts")
+        .and_then(Value::as_array)
+        .ok_or_else(|| field_err("invalid_field", format!("{at}.parts: must be an array")))?;
+    if parts.is_empty() {
+        return Err(field_err("empty_message", format!("{at}.parts: must not be empty")));
+    }
+    for (i, p) in parts.iter().enumerate() {
+        if !p.is_object() {
+            return Err(field_err("invalid_field", format!("{at}.parts[{i}]: must be an object")));
+        }
+        if let Some(t) = p.get("text") {
+            if !t.is_string() {
+                return Err(field_err("invalid_field", format!("{at}.parts[{i}].text: must be a string")));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl GenerateRequest {
+    /// Parses and validates a `/v1/generate` body. `default_model` applies when `model` is absent.
+    pub fn parse(body: &Value, default_model: Option<&str>) -> Result<GenerateRequest, RouterError> {
+        let obj = body.as_object().ok_or_else(|| field_err("invalid_body", "request body must be a JSON object"))?;
+        const KNOWN: [&str; 9] = [
+            "prompt",
+            "contents",
+            "model",
+            "temperature",
+            "max_output_tokens",
+            "system",
+            "conversation_id",
+            "allow_fallback",
+            "stream",
+        ];
+        if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(field_err("unknown_field", format!("unknown field '{k}'")));
+        }
+        let contents = match (obj.get("prompt"), obj.get("contents")) {
+            (Some(_), Some(_)) => return Err(field_err("invalid_body", "give either 'prompt' or 'contents', not both")),
+            (Some(Value::String(p)), None) => {
+                if p.trim().is_empty() {
+                    return Err(field_err("empty_message", "prompt: must not be empty"));
+                }
+                vec![json!({"role": "user", "parts": [{"text": p}]})]
+            }
+            (Some(_), None) => return Err(field_err("invalid_field", "prompt: must be a string")),
+            (None, Some(Value::Array(cs))) => {
+                if cs.is_empty() {
+                    return Err(field_err("empty_message", "contents: must not be empty"));
+                }
+                for (i, c) in cs.iter().enumerate() {
+                    validate_content(c, &format!("contents[{i}]"))?;
+                }
+                cs.iter()
+                    .map(|c| {
+                        let mut c = c.clone();
+                        if c.get("role").is_none() {
+                            c["role"] = json!("user");
+                        }
+                        c
+                    })
+                    .collect()
+            }
+            (None, Some(_)) => return Err(field_err("invalid_field", "contents: must be an array")),
+            (None, None) => return Err(field_err("missing_field", "one of 'prompt' or 'contents' is required")),
+        };
+        let model = match obj.get("model") {
+            Some(Value::String(m)) if !m.is_empty() => m.clone(),
+            Some(Value::Null) | None => default_model
+                .map(str::to_string)
+                .ok_or_else(|| field_err("missing_field", "model: is required"))?,
+            Some(_) => return Err(field_err("invalid_field", "model: must be a non-empty string")),
+        };
+        let temperature = match obj.get("temperature") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_f64() {
+                Some(t) if (0.0..=2.0).contains(&t) => Some(t),
+                _ => return Err(field_err("invalid_field", "temperature: must be a number from 0 to 2")),
+            },
+        };
+        let max_output_tokens = match obj.get("max_output_tokens") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_u64() {
+                Some(n) if (1..=1_000_000).contains(&n) => Some(n),
+                _ => return Err(field_err("invalid_field", "max_output_tokens: must be an integer from 1 to 1000000")),
+            },
+        };
+        let system = match obj.get("system") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(field_err("invalid_field", "system: must be a string")),
+        };
+        let conversation_id = match obj.get("conversation_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(field_err("invalid_field", "conversation_id: must be a string")),
+        };
+        let allow_fallback = match obj.get("allow_fallback") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(field_err("invalid_field", "allow_fallback: must be a boolean")),
+        };
+        if let Some(s) = obj.get("stream") {
+            if s != &Value::Bool(false) && s != &Value::Null {
+                return Err(field_err("unsupported_field", "stream: not supported on /v1/generate; use the streaming endpoints"));
+            }
+        }
+        Ok(GenerateRequest { model, contents, system, temperature, max_output_tokens, conversation_id, allow_fallback })
+    }
+
+    /// The upstream `generateContent` body: history (already trimmed) followed by the new turns.
+    pub fn to_gemini(&self, history: &[Value]) -> Value {
+        let mut body = Map::new();
+        let mut contents: Vec<Value> = history.to_vec();
+        contents.extend(self.contents.iter().cloned());
+        body.insert("contents".into(), Value::Array(contents));
+        if let Some(s) = &self.system {
+            body.insert("systemInstruction".into(), json!({"parts": [{"text": s}]}));
+        }
+        let mut gen = Map::new();
+        if let Some(t) = self.temperature {
+            gen.insert("temperature".into(), json!(t));
+        }
+        if let Some(m) = self.max_output_tokens {
+            gen.insert("maxOutputTokens".into(), json!(m));
+        }
+        if !gen.is_empty() {
+            body.insert("generationConfig".into(), Value::Object(gen));
+        }
+        Value::Object(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_prompt_form_and_builds_gemini_body() {
+        let r = GenerateRequest::parse(
+            &json!({"prompt": "Say 'X' and nothing else.", "model": "gemini-2.5-flash", "temperature": 0.1, "system": "s"}),
+            None,
+        )
+        .unwrap();
+        let g = r.to_gemini(&[]);
+        assert_eq!(g["contents"][0]["parts"][0]["text"], "Say 'X' and nothing else.");
+        assert_eq!(g["contents"][0]["role"], "user");
+        assert_eq!(g["generationConfig"]["temperature"], 0.1);
+        assert_eq!(g["systemInstruction"]["parts"][0]["text"], "s");
+    }
+
+    #[test]
+    fn rejects_bad_fields_with_named_errors() {
+        let cases = [
+            (json!([]), "invalid_body"),
+            (json!({"model": "m"}), "missing_field"),
+            (json!({"prompt": "", "model": "m"}), "empty_message"),
+            (json!({"prompt": 5, "model": "m"}), "invalid_field"),
+            (json!({"prompt": "x", "model": "m", "temperature": -1}), "invalid_field"),
+            (json!({"prompt": "x", "model": "m", "temperature": 1e308}), "invalid_field"),
+            (json!({"prompt": "x", "model": "m", "max_output_tokens": -3}), "invalid_field"),
+            (json!({"prompt": "x", "model": "m", "bogus": 1}), "unknown_field"),
+            (json!({"contents": [], "model": "m"}), "empty_message"),
+            (json!({"contents": [{"role": "system", "parts": [{"text": "x"}]}], "model": "m"}), "invalid_field"),
+            (json!({"prompt": "x"}), "missing_field"),
+        ];
+        for (body, code) in cases {
+            let e = GenerateRequest::parse(&body, None).unwrap_err();
+            assert_eq!(e.code(), code, "{body}");
+            assert_eq!(e.status(), 400);
+        }
+    }
+
+    #[test]
+    fn reads_reply_and_usage_including_thoughts() {
+        let body = json!({"candidates": [{"content": {"parts": [{"text": "4"}], "role": "model"}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 39, "thoughtsTokenCount": 186, "totalTokenCount": 230}});
+        let r = parse_reply(&body);
+        assert_eq!(r.text, "4");
+        assert_eq!(r.usage, Some(Usage { input: 5, output: 39, thoughts: 186, total: 230 }));
+    }
+
+    #[test]
+    fn classifies_upstream_errors() {
+        let invalid = r#"{"error":{"code":400,"status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}"#;
+        assert_eq!(classify(400, invalid), UpstreamOutcome::KeyRejected { reason: "400 API_KEY_INVALID".into() });
+        assert_eq!(
+            classify(403, r#"{"error":{"status":"PERMISSION_DENIED"}}"#),
+            UpstreamOutcome::KeyRejected { reason: "403 PERMISSION_DENIED".into() }
+        );
+        assert_eq!(classify(503, "{}"), UpstreamOutcome::Transient { status: 503 });
+        assert_eq!(classify(500, ""), UpstreamOutcome::Transient { status: 500 });
+        assert!(matches!(classify(429, "{}"), UpstreamOutcome::RateLimited(Cooldown::Unknown)));
+        assert_eq!(
+            classify(400, r#"{"error":{"message":"bad temp","status":"INVALID_ARGUMENT"}}"#),
+            UpstreamOutcome::ClientError { status: 400, message: "bad temp".into() }
+        );
+        assert_eq!(classify(200, ""), UpstreamOutcome::Success);
+    }
+}

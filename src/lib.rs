@@ -1,0 +1,19 @@
+//! LLM key router: an edge router for Gemini API keys, as a Cloudflare Worker.
+//!
+//! The pure modules hold every decision and are tested natively with `cargo test`; `edge` is
+//! the thin wasm layer (`#[event(fetch)]` and the `Fetch` adapters).
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod gemini;
+pub mod ids;
+pub mod log;
+pub mod policy;
+pub mod quota;
+pub mod router;
+pub mod store;
+pub mod upstash;
+
+#[cfg(target_arch = "wasm32")]
+mod edge;

@@ -1,0 +1,194 @@
+-- reserve_v1: choose a key and reserve its quota, atomically, in one round trip.
+--
+-- KEYS (every name carries the `{llmr}` hash tag, so one call stays in one Cluster slot):
+--   KEYS[1]                 HASH  key_id -> last admission ms (tie-break and /stats last_used)
+--   next #buckets keys       HASH  token bucket {tokens, ts}: the per-client bucket, the global bucket
+--   next 3 keys if conv      HASH conversation meta, LIST conversation turns, STRING conversation lock
+--   next 5 keys per candidate, in ARGV order:
+--     log  ZSET  reservation id -> admission ms         (sliding log of the quota group + model)
+--     tok  HASH  reservation id -> input tokens, `_sum` (running total of the live entries)
+--     day  HASH  {day = Pacific day number, count}      (requests this Pacific day)
+--     cd   HASH  {until, reason, strikes}               (cooldown of the quota group + model)
+--     dis  HASH  {reason, cfg, at}                      (key disabled, for config fingerprint cfg)
+--
+-- ARGV[1] JSON:
+--   {"rid": reservation id, "est": estimated input tokens, "window_ms": 60000, "cfg": config fingerprint,
+--    "buckets": [{"rate": refill per minute, "burst": capacity, "name": "client"|"global"}],
+--    "conv": null | {"owner": client id, "lock_id": request id, "lock_ms": lock lease},
+--    "cands": [{"k": key_id, "rpm": n, "tpm": n, "rpd": n, "w": weight}]}
+--   Several candidates may share the same log/tok/day/cd keys (one quota group): they share one quota.
+--
+-- Returns a JSON string, one of:
+--   {"ok":1,"key":key_id,"rid":rid,"now":ms,"day":pday,"history":[turn json...]|nil}
+--   {"ok":0,"limit":"rpm"|"tpm"|"rpd"|"cooldown"|"disabled"|"client_rate"|"global_rate","retry_at":ms,"now":ms,
+--    "bucket_limit":n,"bucket_remaining":n}
+--   {"ok":0,"limit":"too_large","now":ms}           the estimate exceeds every candidate's tpm
+--   {"ok":0,"conv":"not_found"|"busy","now":ms}
+--
+-- Invariant: for every (quota group, model), the log never holds more than rpm entries admitted
+-- within any window_ms, the live token sum never exceeds tpm, and the day count never exceeds rpd.
+-- A request is refused only when admitting it would break one of those limits, or a bucket is empty.
+-- Nothing is written unless the request is admitted (a refused request consumes no quota or bucket).
+
+local spec = cjson.decode(ARGV[1])
+local now = redis_now_ms()
+local window = tonumber(spec.window_ms)
+local est = tonumber(spec.est)
+local today, next_midnight = pacific_day(now)
+local ki = 2
+
+-- Buckets are checked first but only debited once a key is reserved.
+local buckets = {}
+for i, b in ipairs(spec.buckets or {}) do
+  local key = KEYS[ki]; ki = ki + 1
+  local st = redis.call('HMGET', key, 'tokens', 'ts')
+  local burst = tonumber(b.burst)
+  local rate = tonumber(b.rate) / 60000
+  local tokens = tonumber(st[1]) or burst
+  local ts = tonumber(st[2]) or now
+  if now > ts then tokens = math.min(burst, tokens + (now - ts) * rate) end
+  if tokens < 1 then
+    local wait = math.ceil((1 - tokens) / rate)
+    return cjson.encode({ok = 0, limit = b.name .. '_rate', retry_at = now + wait, now = now,
+      bucket_limit = burst, bucket_remaining = 0})
+  end
+  buckets[i] = {key = key, tokens = tokens, burst = burst, rate = rate}
+end
+
+local conv = nil
+local history = nil
+if spec.conv and spec.conv ~= cjson.null then
+  conv = {meta = KEYS[ki], msgs = KEYS[ki + 1], lock = KEYS[ki + 2]}
+  ki = ki + 3
+  local owner = redis.call('HGET', conv.meta, 'owner')
+  if (not owner) or owner ~= spec.conv.owner then
+    return cjson.encode({ok = 0, conv = 'not_found', now = now})
+  end
+  -- The lock is re-entrant for the same request, so failover attempts keep it.
+  local held = redis.call('GET', conv.lock)
+  if held and held ~= spec.conv.lock_id then
+    return cjson.encode({ok = 0, conv = 'busy', now = now})
+  end
+  if not held then redis.call('SET', conv.lock, spec.conv.lock_id, 'PX', tonumber(spec.conv.lock_ms)) end
+  history = redis.call('LRANGE', conv.msgs, 0, -1)
+end
+
+-- Drop entries older than the window from a group's log, keeping the token total in step.
+local function trim(log, tok)
+  local cutoff = now - window
+  while true do
+    local old = redis.call('ZRANGEBYSCORE', log, '-inf', '(' .. cutoff, 'LIMIT', 0, 500)
+    if #old == 0 then return end
+    local toks = redis.call('HMGET', tok, unpack(old))
+    local freed = 0
+    for _, t in ipairs(toks) do freed = freed + (tonumber(t) or 0) end
+    redis.call('HDEL', tok, unpack(old))
+    redis.call('ZREM', log, unpack(old))
+    if freed ~= 0 then redis.call('HINCRBY', tok, '_sum', -freed) end
+  end
+end
+
+-- When would `need_tokens` tokens and one slot be free in this group's log?
+local function free_at(log, tok, count, rpm, sum, tpm)
+  local at = now
+  if count >= rpm then
+    local e = redis.call('ZRANGE', log, count - rpm, count - rpm, 'WITHSCORES')
+    if e[2] then at = math.max(at, tonumber(e[2]) + window) end
+  end
+  local excess = sum + est - tpm
+  if excess > 0 then
+    local entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
+    local freed = 0
+    for j = 1, #entries, 2 do
+      freed = freed + (tonumber(redis.call('HGET', tok, entries[j])) or 0)
+      if freed >= excess then
+        at = math.max(at, tonumber(entries[j + 1]) + window)
+        break
+      end
+    end
+  end
+  return at
+end
+
+local groups = {}
+local best, best_score, best_last = nil, nil, nil
+local soonest, soonest_limit = nil, nil
+local too_large = true
+local last_used = redis.call('HGETALL', KEYS[1])
+local last_map = {}
+for j = 1, #last_used, 2 do last_map[last_used[j]] = tonumber(last_used[j + 1]) end
+
+local function note_refusal(at, limit)
+  if soonest == nil or at < soonest then soonest, soonest_limit = at, limit end
+end
+
+for _, c in ipairs(spec.cands) do
+  local log, tok, day, cd, dis = KEYS[ki], KEYS[ki + 1], KEYS[ki + 2], KEYS[ki + 3], KEYS[ki + 4]
+  ki = ki + 5
+  local rpm, tpm, rpd = tonumber(c.rpm), tonumber(c.tpm), tonumber(c.rpd)
+  if est <= tpm then too_large = false end
+  local dis_cfg = redis.call('HGET', dis, 'cfg')
+  if dis_cfg and dis_cfg == spec.cfg then
+    -- Disabled until the configuration changes: never frees by waiting.
+    if soonest_limit == nil then soonest_limit = 'disabled' end
+  else
+    local g = groups[log]
+    if g == nil then
+      local until_ms = tonumber(redis.call('HGET', cd, 'until')) or 0
+      trim(log, tok)
+      local count = redis.call('ZCARD', log)
+      local sum = tonumber(redis.call('HGET', tok, '_sum')) or 0
+      local d = redis.call('HMGET', day, 'day', 'count')
+      local dcount = (tonumber(d[1]) == today) and (tonumber(d[2]) or 0) or 0
+      g = {until_ms = until_ms, count = count, sum = sum, dcount = dcount}
+      groups[log] = g
+    end
+    if g.until_ms > now then
+      note_refusal(g.until_ms, 'cooldown')
+    elseif g.dcount >= rpd then
+      note_refusal(next_midnight, 'rpd')
+    elseif g.count >= rpm or g.sum + est > tpm then
+      if est <= tpm then
+        local limit = (g.count >= rpm) and 'rpm' or 'tpm'
+        note_refusal(free_at(log, tok, g.count, rpm, g.sum, tpm), limit)
+      end
+    else
+      local w = tonumber(c.w) or 1
+      local head = math.min((rpm - g.count) / rpm, (tpm - g.sum - est) / tpm, (rpd - g.dcount) / rpd) * w
+      local last = last_map[c.k] or 0
+      if best == nil or head > best_score or (head == best_score and last < best_last) then
+        best = {c = c, log = log, tok = tok, day = day, g = g}
+        best_score, best_last = head, last
+      end
+    end
+  end
+end
+
+if best == nil then
+  if conv then redis.call('DEL', conv.lock) end
+  if too_large and #spec.cands > 0 then
+    return cjson.encode({ok = 0, limit = 'too_large', now = now})
+  end
+  return cjson.encode({ok = 0, limit = soonest_limit or 'disabled', retry_at = soonest or cjson.null, now = now})
+end
+
+redis.call('ZADD', best.log, now, spec.rid)
+redis.call('PEXPIRE', best.log, window * 2)
+redis.call('HSET', best.tok, spec.rid, est)
+redis.call('HINCRBY', best.tok, '_sum', est)
+redis.call('PEXPIRE', best.tok, window * 2)
+if best.g.dcount == 0 then
+  redis.call('HSET', best.day, 'day', today, 'count', 1)
+else
+  redis.call('HINCRBY', best.day, 'count', 1)
+end
+redis.call('PEXPIREAT', best.day, next_midnight + 3600000)
+redis.call('HSET', KEYS[1], best.c.k, now)
+for _, b in pairs(buckets) do
+  redis.call('HSET', b.key, 'tokens', tostring(b.tokens - 1), 'ts', now)
+  redis.call('PEXPIRE', b.key, math.ceil(b.burst / b.rate) + 1000)
+end
+
+local out = {ok = 1, key = best.c.k, rid = spec.rid, now = now, day = today}
+if history then out.history = history end
+return cjson.encode(out)

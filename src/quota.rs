@@ -1,0 +1,357 @@
+//! Quota maths that does not need Redis: token estimation, the US-Pacific day, the sliding-log
+//! model that the Lua scripts implement, and what an upstream 429 means for a key's cooldown.
+//!
+//! Algorithm choice (see `shared/notes/quota-windows.md`): a **sliding log** per (quota group,
+//! model). Each admission is one sorted-set entry scored by its Redis `TIME` in ms, with a
+//! running input-token total beside it. A request is admitted iff the live entries of the last
+//! `window_ms` number fewer than `rpm` and their tokens plus the estimate fit in `tpm`. That is
+//! exact in any rolling window (granularity: 1 ms), and refuses only when there is no room.
+//! `window_ms` defaults to 61 s: 60 s plus 1 s of margin for the skew between Redis time and the
+//! time Google sees the request.
+
+use crate::config::Estimator;
+use serde_json::Value;
+
+pub const MINUTE_MS: u64 = 60_000;
+const DAY_MS: i64 = 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
+
+/// Estimated input tokens for the texts of a request (prompt, history and system instruction).
+///
+/// `Bytes` is a strict upper bound; `Chars4` is closer but not a bound. Both count at least 1.
+pub fn estimate_tokens<'a>(texts: impl IntoIterator<Item = &'a str>, estimator: Estimator) -> u64 {
+    let mut bytes = 0u64;
+    let mut chars = 0u64;
+    let mut parts = 0u64;
+    for t in texts {
+        bytes += t.len() as u64;
+        chars += t.chars().count() as u64;
+        parts += 1;
+    }
+    match estimator {
+        Estimator::Bytes => bytes.max(1),
+        Estimator::Chars4 => (chars.div_ceil(4) + 4 * parts).max(1),
+    }
+}
+
+/// Every text part of a Gemini `GenerateContentRequest` (contents and system instruction).
+pub fn request_texts(req: &Value) -> Vec<&str> {
+    fn parts_of<'v>(content: &'v Value, out: &mut Vec<&'v str>) {
+        if let Some(parts) = content.get("parts").and_then(Value::as_array) {
+            for p in parts {
+                if let Some(t) = p.get("text").and_then(Value::as_str) {
+                    out.push(t);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(sys) = req.get("systemInstruction") {
+        parts_of(sys, &mut out);
+    }
+    if let Some(contents) = req.get("contents").and_then(Value::as_array) {
+        for c in contents {
+            parts_of(c, &mut out);
+        }
+    }
+    out
+}
+
+// --- US-Pacific calendar (mirrors src/lua/pacific.lua) ---------------------------------------
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// (year, month, day) of a day number since 1970-01-01.
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+}
+
+fn nth_sunday(y: i64, m: i64, n: i64) -> i64 {
+    let first = days_from_civil(y, m, 1);
+    let weekday = (first + 4).rem_euclid(7);
+    first + (7 - weekday) % 7 + 7 * (n - 1)
+}
+
+/// Offset of US-Pacific local time from UTC at `utc_ms`, in ms (-7 h in DST, else -8 h).
+pub fn pacific_offset_ms(utc_ms: i64) -> i64 {
+    let (y, _, _) = civil_from_days(utc_ms.div_euclid(DAY_MS));
+    let start = nth_sunday(y, 3, 2) * DAY_MS + 10 * HOUR_MS;
+    let end = nth_sunday(y, 11, 1) * DAY_MS + 9 * HOUR_MS;
+    if utc_ms >= start && utc_ms < end {
+        -7 * HOUR_MS
+    } else {
+        -8 * HOUR_MS
+    }
+}
+
+/// The Pacific calendar day containing `utc_ms` and the UTC ms of the next Pacific midnight,
+/// when Gemini's per-day quotas reset.
+pub fn pacific_day(utc_ms: i64) -> (i64, i64) {
+    let day = (utc_ms + pacific_offset_ms(utc_ms)).div_euclid(DAY_MS);
+    let guess = (day + 1) * DAY_MS - pacific_offset_ms(utc_ms);
+    (day, (day + 1) * DAY_MS - pacific_offset_ms(guess))
+}
+
+// --- The sliding log, as a pure model ---------------------------------------------------------
+
+/// Limits of one (quota group, model).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub rpm: u64,
+    pub tpm: u64,
+    pub rpd: u64,
+}
+
+/// In-memory model of one group's state in `reserve_v1.lua`; the property tests check the
+/// guarantee against it, and the Redis tests check the script against the same rules.
+#[derive(Debug, Default, Clone)]
+pub struct SlidingLog {
+    entries: std::collections::VecDeque<(u64, u64)>,
+    tokens: u64,
+    day: i64,
+    day_count: u64,
+}
+
+impl SlidingLog {
+    fn trim(&mut self, now: u64, window: u64) {
+        while let Some(&(t, tok)) = self.entries.front() {
+            if t + window <= now {
+                self.entries.pop_front();
+                self.tokens -= tok;
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Admit a request of `est` tokens at `now` if it fits; returns whether it was admitted.
+    pub fn try_admit(&mut self, now: u64, est: u64, lim: Limits, window: u64) -> bool {
+        self.trim(now, window);
+        let (day, _) = pacific_day(now as i64);
+        if day != self.day {
+            self.day = day;
+            self.day_count = 0;
+        }
+        if self.entries.len() as u64 >= lim.rpm || self.tokens + est > lim.tpm || self.day_count >= lim.rpd {
+            return false;
+        }
+        self.entries.push_back((now, est));
+        self.tokens += est;
+        self.day_count += 1;
+        true
+    }
+
+    /// Replace the estimate of the entry admitted at `at` (settle). No-op if it left the window.
+    pub fn settle(&mut self, at: u64, est: u64, actual: u64) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.0 == at && e.1 == est) {
+            self.tokens = self.tokens - e.1 + actual;
+            e.1 = actual;
+        }
+    }
+}
+
+// --- What an upstream 429 means ---------------------------------------------------------------
+
+/// How long a quota group cools down after a 429, decided from the error body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cooldown {
+    /// A per-minute quota or an explicit `RetryInfo` / "retry in Ns": that long.
+    Delay { ms: u64, reason: String },
+    /// A per-day quota: until the next Pacific midnight.
+    UntilPacificMidnight { reason: String },
+    /// No details: a conservative default that grows on repeats (done in settle_v1.lua).
+    Unknown,
+}
+
+/// Parses "17s", "1.68s" or "21926s" (protobuf Duration JSON) into ms.
+fn parse_duration_ms(s: &str) -> Option<u64> {
+    let secs: f64 = s.trim().strip_suffix('s')?.parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).ceil() as u64)
+}
+
+/// Reads a Gemini 429 body: `QuotaFailure.violations[].quotaId`, `RetryInfo.retryDelay`, or the
+/// "Please retry in 1.68s" message text.
+pub fn classify_429(body: &str) -> Cooldown {
+    let Ok(v) = serde_json::from_str::<Value>(body) else {
+        return Cooldown::Unknown;
+    };
+    let err = &v["error"];
+    let details = err["details"].as_array().cloned().unwrap_or_default();
+    let mut quota_ids = Vec::new();
+    let mut retry_ms = None;
+    for d in &details {
+        let ty = d["@type"].as_str().unwrap_or("");
+        if ty.ends_with("google.rpc.QuotaFailure") {
+            for viol in d["violations"].as_array().into_iter().flatten() {
+                if let Some(id) = viol["quotaId"].as_str() {
+                    quota_ids.push(id.to_string());
+                }
+            }
+        } else if ty.ends_with("google.rpc.RetryInfo") {
+            retry_ms = d["retryDelay"].as_str().and_then(parse_duration_ms);
+        }
+    }
+    if retry_ms.is_none() {
+        if let Some(msg) = err["message"].as_str() {
+            if let Some(i) = msg.find("retry in ") {
+                let rest = &msg[i + 9..];
+                let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+                retry_ms = parse_duration_ms(&format!("{}s", &rest[..end]));
+            }
+        }
+    }
+    if let Some(id) = quota_ids.iter().find(|id| id.contains("PerDay")) {
+        return Cooldown::UntilPacificMidnight { reason: format!("429 {id}") };
+    }
+    let reason = quota_ids.first().map(|id| format!("429 {id}")).unwrap_or_else(|| "429 RESOURCE_EXHAUSTED".into());
+    match retry_ms {
+        Some(ms) => Cooldown::Delay { ms: ms.max(1000), reason },
+        None if quota_ids.iter().any(|id| id.contains("PerMinute")) => Cooldown::Delay { ms: MINUTE_MS, reason },
+        None => Cooldown::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(y: i64, m: i64, d: i64, h: i64, min: i64) -> i64 {
+        days_from_civil(y, m, d) * DAY_MS + h * HOUR_MS + min * 60_000
+    }
+
+    #[test]
+    fn pacific_offsets_follow_us_dst() {
+        // 2026: DST from Sun 8 March 10:00 UTC to Sun 1 November 09:00 UTC.
+        assert_eq!(pacific_offset_ms(utc(2026, 3, 8, 9, 59)), -8 * HOUR_MS);
+        assert_eq!(pacific_offset_ms(utc(2026, 3, 8, 10, 0)), -7 * HOUR_MS);
+        assert_eq!(pacific_offset_ms(utc(2026, 11, 1, 8, 59)), -7 * HOUR_MS);
+        assert_eq!(pacific_offset_ms(utc(2026, 11, 1, 9, 0)), -8 * HOUR_MS);
+        assert_eq!(pacific_offset_ms(utc(2026, 7, 1, 0, 0)), -7 * HOUR_MS);
+    }
+
+    #[test]
+    fn next_pacific_midnight() {
+        // 2026-11-28 20:58 UTC is 12:58 PST; midnight PST is 08:00 UTC on the 29th.
+        let (day, next) = pacific_day(utc(2026, 11, 28, 20, 58));
+        assert_eq!(civil_from_days(day), (2026, 11, 28));
+        assert_eq!(next, utc(2026, 11, 29, 8, 0));
+        // Summer: midnight PDT is 07:00 UTC.
+        assert_eq!(pacific_day(utc(2026, 7, 4, 6, 59)).1, utc(2026, 7, 4, 7, 0));
+        // The night DST ends: 31 Oct 23:00 PDT -> next midnight is 1 Nov 00:00 PDT = 07:00 UTC.
+        assert_eq!(pacific_day(utc(2026, 11, 1, 6, 0)).1, utc(2026, 11, 1, 7, 0));
+        // The day DST ends, midnight after is PST: 2 Nov 08:00 UTC.
+        assert_eq!(pacific_day(utc(2026, 11, 1, 12, 0)).1, utc(2026, 11, 2, 8, 0));
+    }
+
+    #[test]
+    fn byte_estimate_is_an_upper_bound_and_chars4_is_close() {
+        let texts = ["What is 2+2?", "日本語のテキスト"];
+        let b = estimate_tokens(texts, Estimator::Bytes);
+        assert_eq!(b, 12 + 24);
+        let c = estimate_tokens(texts, Estimator::Chars4);
+        assert!(c < b);
+        assert_eq!(estimate_tokens([], Estimator::Bytes), 1);
+    }
+
+    #[test]
+    fn request_texts_include_system_and_history() {
+        let req = serde_json::json!({
+            "systemInstruction": {"parts": [{"text": "be brief"}]},
+            "contents": [{"role": "user", "parts": [{"text": "a"}]}, {"role": "model", "parts": [{"text": "b"}]}]
+        });
+        assert_eq!(request_texts(&req), vec!["be brief", "a", "b"]);
+    }
+
+    #[test]
+    fn classify_real_429_bodies() {
+        let rpm = r#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","message":"quota","details":[
+            {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]},
+            {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"17s"}]}}"#;
+        assert_eq!(
+            classify_429(rpm),
+            Cooldown::Delay { ms: 17_000, reason: "429 GenerateRequestsPerMinutePerProjectPerModel-FreeTier".into() }
+        );
+        let rpd = r#"{"error":{"code":429,"details":[
+            {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]},
+            {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"21926s"}]}}"#;
+        assert!(matches!(classify_429(rpd), Cooldown::UntilPacificMidnight { .. }));
+        let msg = r#"{"error":{"code":429,"message":"Please retry in 1.68s.","status":"RESOURCE_EXHAUSTED"}}"#;
+        assert_eq!(classify_429(msg), Cooldown::Delay { ms: 1680, reason: "429 RESOURCE_EXHAUSTED".into() });
+        assert_eq!(classify_429(r#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED"}}"#), Cooldown::Unknown);
+        assert_eq!(classify_429("not json"), Cooldown::Unknown);
+    }
+
+    /// Deterministic xorshift for the property test (no extra dependency).
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn random_schedules_never_exceed_and_refuse_only_when_full() {
+        for seed in 1..200u64 {
+            let mut rng = XorShift(seed.wrapping_mul(0x9E3779B97F4A7C15));
+            let lim = Limits { rpm: 1 + rng.next() % 20, tpm: 100 + rng.next() % 2000, rpd: 5 + rng.next() % 200 };
+            let window = MINUTE_MS;
+            let mut log = SlidingLog::default();
+            let mut admitted: Vec<(u64, u64)> = Vec::new();
+            let mut now = 1_795_000_000_000u64 + rng.next() % 86_400_000;
+            for _ in 0..400 {
+                now += rng.next() % 9_000;
+                let est = 1 + rng.next() % 300;
+                // Independent oracle: what is live in (now - window, now]?
+                let live: Vec<_> = admitted.iter().filter(|(t, _)| t + window > now).collect();
+                let day = pacific_day(now as i64).0;
+                let today = admitted.iter().filter(|(t, _)| pacific_day(*t as i64).0 == day).count() as u64;
+                let fits = (live.len() as u64) < lim.rpm
+                    && live.iter().map(|(_, k)| k).sum::<u64>() + est <= lim.tpm
+                    && today < lim.rpd;
+                let ok = log.try_admit(now, est, lim, window);
+                assert_eq!(ok, fits, "seed {seed}: admitted={ok} but fits={fits}");
+                if ok {
+                    admitted.push((now, est));
+                }
+            }
+            // No rolling window ending at any admission holds more than the limits.
+            for (i, &(t, _)) in admitted.iter().enumerate() {
+                let in_window: Vec<_> = admitted[..=i].iter().filter(|(s, _)| s + window > t).collect();
+                assert!(in_window.len() as u64 <= lim.rpm);
+                assert!(in_window.iter().map(|(_, k)| k).sum::<u64>() <= lim.tpm);
+            }
+        }
+    }
+
+    #[test]
+    fn settle_corrects_the_reservation_window_only() {
+        let lim = Limits { rpm: 10, tpm: 100, rpd: 100 };
+        let mut log = SlidingLog::default();
+        assert!(log.try_admit(1_000_000, 80, lim, MINUTE_MS));
+        assert!(!log.try_admit(1_000_001, 30, lim, MINUTE_MS));
+        log.settle(1_000_000, 80, 20);
+        assert!(log.try_admit(1_000_002, 30, lim, MINUTE_MS));
+        // A late settle after the entry left the window is harmless.
+        log.settle(1_000_000, 80, 5);
+        assert!(log.try_admit(1_000_000 + MINUTE_MS, 90, lim, MINUTE_MS) || log.tokens <= 100);
+    }
+}

@@ -1,0 +1,401 @@
+//! The request path: reserve a key (one Redis round trip), call Gemini, settle (one round trip),
+//! and fail over or retry according to what the upstream answered.
+//!
+//! Generic over the Redis transport, the upstream and the runtime (clock, sleep, randomness), so
+//! the wasm layer only supplies `Fetch`-based adapters.
+//!
+//! Accounting decisions (documented in README "Quota accounting"):
+//! - a request that reached Gemini keeps its reservation, whatever the answer, except an invalid
+//!   key (Google does not count it against the project) and a 4xx that is the caller's fault;
+//! - a request that never left the worker (no secret, build error) is released entirely;
+//! - a success replaces the estimate with the real `promptTokenCount` in the reservation's window.
+
+use crate::config::{secret_names, KeyConfig, KeyPool, Settings};
+use crate::error::{LimitKind, RouterError};
+use crate::gemini::{classify, parse_reply, GenerateRequest, Reply, UpstreamOutcome, Usage};
+use crate::policy::backoff_ms;
+use crate::quota::{estimate_tokens, request_texts, Cooldown};
+use crate::store::{
+    parse_reserve, parse_settle, reserve_call, settle_call, Bucket, ConvLock, ConvSettle, CooldownSpec, Reservation,
+    SettleSpec, RESERVE, SETTLE,
+};
+use crate::upstash::{HttpReply, Transport, Upstash};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// Failure of the HTTP call to Gemini itself.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamError {
+    Timeout,
+    Transport(String),
+}
+
+#[allow(async_fn_in_trait)]
+pub trait Upstream {
+    /// POST `body` to `{base}/v1beta/models/{model}:generateContent` with `x-goog-api-key`.
+    async fn generate(&self, model: &str, api_key: &str, body: String, timeout_ms: u64)
+        -> Result<HttpReply, UpstreamError>;
+}
+
+/// Time, sleeping and randomness, injected because `std::time` panics on wasm32.
+#[allow(async_fn_in_trait)]
+pub trait Runtime {
+    fn now_ms(&self) -> u64;
+    async fn sleep(&self, ms: u64);
+    fn random_u64(&self) -> u64;
+    fn random_hex(&self, bytes: usize) -> String {
+        let mut s = String::with_capacity(bytes * 2);
+        while s.len() < bytes * 2 {
+            s.push_str(&format!("{:016x}", self.random_u64()));
+        }
+        s.truncate(bytes * 2);
+        s
+    }
+}
+
+/// One upstream attempt, as reported in the response and kept for statistics.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Attempt {
+    pub key_id: String,
+    pub model: String,
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown_until: Option<u64>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Success {
+    pub reply: Reply,
+    pub usage: Usage,
+    pub model_used: String,
+    pub key_id: String,
+    pub attempts: Vec<Attempt>,
+    pub omitted_turns: usize,
+    pub message_count: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub error: RouterError,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Who is calling, for per-client limits and conversation ownership.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub client_id: String,
+    pub rpm: u32,
+    pub burst: u32,
+}
+
+pub struct Router<'a, T, U, R> {
+    pub pool: &'a KeyPool,
+    pub settings: &'a Settings,
+    pub store: &'a Upstash<T>,
+    pub upstream: &'a U,
+    pub rt: &'a R,
+    pub secret: &'a dyn Fn(&str) -> Option<String>,
+    pub cfg_fingerprint: String,
+}
+
+/// What happened on one attempt, reduced to what the loop needs.
+enum Step {
+    Done(Reply, Usage),
+    Retry { backoff: bool, exclude: bool },
+    Fail(RouterError),
+}
+
+impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
+    fn secret_for(&self, key: &KeyConfig) -> Option<String> {
+        secret_names(&key.key_id).iter().find_map(|n| (self.secret)(n)).filter(|s| !s.is_empty())
+    }
+
+    pub fn buckets(&self, caller: &Caller) -> Vec<Bucket> {
+        vec![
+            Bucket {
+                key: crate::store::keys::client_bucket(&caller.client_id),
+                name: "client",
+                rate_per_min: caller.rpm,
+                burst: caller.burst,
+            },
+            Bucket {
+                key: crate::store::keys::GLOBAL_BUCKET.to_string(),
+                name: "global",
+                rate_per_min: self.settings.global_rpm_max,
+                burst: self.settings.global_burst_max,
+            },
+        ]
+    }
+
+    pub async fn generate(&self, req: &GenerateRequest, caller: &Caller) -> Result<Success, Failure> {
+        let started = self.rt.now_ms();
+        let deadline = started + self.settings.request_deadline_ms;
+        let fail = |error: RouterError, attempts: Vec<Attempt>| Failure { error, attempts };
+        if !self.pool.serves(&req.model) {
+            return Err(fail(RouterError::UnknownModel { model: req.model.clone() }, vec![]));
+        }
+        let mut models = vec![req.model.clone()];
+        if req.allow_fallback {
+            models.extend(self.pool.fallbacks.get(&req.model).cloned().unwrap_or_default());
+        }
+        let request_id = self.rt.random_hex(16);
+        let conv = req.conversation_id.as_ref().map(|id| ConvLock {
+            id: id.clone(),
+            owner: caller.client_id.clone(),
+            lock_id: request_id.clone(),
+            lock_ms: self.settings.request_deadline_ms + 5_000,
+        });
+        let mut attempts: Vec<Attempt> = Vec::new();
+        let mut excluded: Vec<String> = Vec::new();
+        let mut model_idx = 0;
+        let mut last_error: Option<RouterError> = None;
+        let max_attempts = self.settings.max_attempts as usize;
+
+        while attempts.len() < max_attempts && model_idx < models.len() {
+            let model = &models[model_idx];
+            let with_secret: Vec<&KeyConfig> =
+                self.pool.candidates(model).filter(|k| self.secret_for(k).is_some()).collect();
+            if with_secret.is_empty() {
+                last_error = Some(RouterError::ConfigInvalid {
+                    errors: vec![format!("no key of model '{model}' has its secret API_KEY_<key_id> set")],
+                });
+                model_idx += 1;
+                continue;
+            }
+            let mut candidates: Vec<&KeyConfig> =
+                with_secret.iter().copied().filter(|k| !excluded.contains(&k.key_id)).collect();
+            if candidates.is_empty() {
+                // Every key was tried once; transient failures may retry on any of them.
+                candidates = with_secret;
+            }
+            let upstream_body = req.to_gemini(&[]);
+            let est = estimate_tokens(
+                request_texts(&upstream_body).into_iter().chain(req.system.as_deref()),
+                self.settings.estimator,
+            );
+            let rid = format!("{request_id}:{}", attempts.len());
+            let spec = crate::store::ReserveSpec {
+                rid: rid.clone(),
+                est,
+                window_ms: self.settings.window_ms,
+                cfg: self.cfg_fingerprint.clone(),
+                buckets: if attempts.is_empty() { self.buckets(caller) } else { vec![] },
+                conv: conv.clone(),
+                candidates,
+            };
+            let (keys, args) = reserve_call(&spec);
+            let answer = match self.store.eval(&RESERVE, &keys, &args).await.and_then(|v| parse_reserve(&v)) {
+                Ok(a) => a,
+                Err(e) => return Err(fail(e.into(), attempts)),
+            };
+            let (key_id, day, history) = match answer {
+                Reservation::Reserved { key_id, day, history, .. } => (key_id, day, history),
+                Reservation::Refused { limit, retry_at, now, bucket } => {
+                    if matches!(limit, LimitKind::ClientRate | LimitKind::GlobalRate) || model_idx + 1 >= models.len() {
+                        return Err(fail(
+                            RouterError::NoCapacity {
+                                limit,
+                                retry_after_ms: retry_at.map(|t| t.saturating_sub(now)),
+                                bucket,
+                            },
+                            attempts,
+                        ));
+                    }
+                    model_idx += 1;
+                    continue;
+                }
+                Reservation::PromptTooLarge => {
+                    return Err(fail(RouterError::PromptTooLarge { estimate: est }, attempts));
+                }
+                Reservation::ConversationNotFound => return Err(fail(RouterError::ConversationNotFound, attempts)),
+                Reservation::ConversationBusy => return Err(fail(RouterError::ConversationBusy, attempts)),
+            };
+            let key = self.pool.keys.iter().find(|k| k.key_id == key_id).expect("script returns a candidate");
+            let history: Vec<Value> = history.iter().filter_map(|t| serde_json::from_str(t).ok()).collect();
+            let body = req.to_gemini(&history).to_string();
+            let secret = self.secret_for(key).unwrap_or_default();
+            let t0 = self.rt.now_ms();
+            let remaining = deadline.saturating_sub(t0).max(1);
+            let timeout = self.settings.upstream_timeout_ms.min(remaining);
+            let result = self.upstream.generate(model, &secret, body, timeout).await;
+            let elapsed = self.rt.now_ms().saturating_sub(t0);
+
+            let mut settle = SettleSpec {
+                key,
+                rid,
+                day,
+                outcome: "success",
+                release: false,
+                input: None,
+                output: 0,
+                thoughts: 0,
+                cooldown: None,
+                disable: None,
+                conv: None,
+            };
+            let mut status = None;
+            let step = match result {
+                Err(UpstreamError::Timeout) => {
+                    settle.outcome = "timeout";
+                    last_error = Some(RouterError::UpstreamTimeout);
+                    Step::Retry { backoff: true, exclude: true }
+                }
+                Err(UpstreamError::Transport(m)) => {
+                    settle.outcome = "transport";
+                    last_error = Some(RouterError::UpstreamUnavailable { message: format!("upstream unreachable: {m}") });
+                    Step::Retry { backoff: true, exclude: true }
+                }
+                Ok(reply) => {
+                    status = Some(reply.status);
+                    match classify(reply.status, &reply.body) {
+                        UpstreamOutcome::Success => match serde_json::from_str::<Value>(&reply.body) {
+                            Ok(v) => {
+                                let r = parse_reply(&v);
+                                let usage = r.usage.unwrap_or_default();
+                                settle.input = r.usage.map(|u| u.input);
+                                settle.output = usage.output;
+                                settle.thoughts = usage.thoughts;
+                                Step::Done(r, usage)
+                            }
+                            Err(_) => {
+                                settle.outcome = "transient";
+                                last_error = Some(RouterError::UpstreamUnavailable {
+                                    message: "upstream answered 200 with an unreadable body".into(),
+                                });
+                                Step::Retry { backoff: true, exclude: true }
+                            }
+                        },
+                        UpstreamOutcome::RateLimited(c) => {
+                            settle.outcome = "rate_limited";
+                            settle.cooldown = Some(match c {
+                                Cooldown::Delay { ms, reason } => CooldownSpec::Delay { ms, reason },
+                                Cooldown::UntilPacificMidnight { reason } => CooldownSpec::UntilPacificMidnight { reason },
+                                Cooldown::Unknown => CooldownSpec::Unknown { reason: "429 without details".into() },
+                            });
+                            last_error = Some(RouterError::NoCapacity {
+                                limit: LimitKind::Cooldown,
+                                retry_after_ms: None,
+                                bucket: None,
+                            });
+                            Step::Retry { backoff: false, exclude: true }
+                        }
+                        UpstreamOutcome::Transient { status } => {
+                            settle.outcome = "transient";
+                            last_error = Some(RouterError::UpstreamUnavailable {
+                                message: format!("upstream answered {status} on every attempt"),
+                            });
+                            Step::Retry { backoff: true, exclude: true }
+                        }
+                        UpstreamOutcome::KeyRejected { reason } => {
+                            settle.outcome = "key_rejected";
+                            settle.release = true;
+                            settle.disable = Some((reason, self.cfg_fingerprint.clone()));
+                            last_error = Some(RouterError::UpstreamUnavailable {
+                                message: "every key tried was rejected by the upstream".into(),
+                            });
+                            Step::Retry { backoff: false, exclude: true }
+                        }
+                        UpstreamOutcome::ClientError { status, message } => {
+                            settle.outcome = "client_error";
+                            settle.release = true;
+                            Step::Fail(RouterError::UpstreamRejected { status, message })
+                        }
+                    }
+                }
+            };
+            let will_retry = matches!(step, Step::Retry { .. })
+                && attempts.len() + 1 < max_attempts
+                && self.rt.now_ms() < deadline;
+            let mut conv_turns = Vec::new();
+            if let (Step::Done(reply, usage), Some(_)) = (&step, &conv) {
+                for c in &req.contents {
+                    conv_turns.push(json!({"role": "user", "parts": c["parts"], "at": t0}).to_string());
+                }
+                conv_turns.push(
+                    json!({"role": "model", "parts": [{"text": reply.text}], "at": self.rt.now_ms(), "usage": usage})
+                        .to_string(),
+                );
+            }
+            if let Some(c) = &conv {
+                if !will_retry {
+                    settle.conv = Some(ConvSettle {
+                        id: c.id.clone(),
+                        lock_id: c.lock_id.clone(),
+                        turns: conv_turns,
+                        ttl_s: self.settings.conversation_ttl_seconds,
+                        tokens: 0,
+                    });
+                }
+            }
+            if let (Step::Done(_, usage), Some(cs)) = (&step, settle.conv.as_mut()) {
+                cs.tokens = usage.total;
+            }
+            let (keys, args) = settle_call(&settle);
+            let settled = self.store.eval(&SETTLE, &keys, &args).await.and_then(|v| parse_settle(&v));
+            attempts.push(Attempt {
+                key_id: key.key_id.clone(),
+                model: model.clone(),
+                outcome: settle.outcome,
+                status,
+                cooldown_until: settled.as_ref().ok().and_then(|s| s.cooldown_until),
+                duration_ms: elapsed,
+            });
+            match step {
+                Step::Done(reply, usage) => {
+                    // The answer exists; if the settle failed, the conversation turn may be
+                    // missing, so say so instead of acknowledging it.
+                    let settled = match settled {
+                        Ok(s) => s,
+                        Err(e) if conv.is_some() => return Err(fail(e.into(), attempts)),
+                        Err(_) => crate::store::Settled { now: 0, cooldown_until: None, message_count: None },
+                    };
+                    return Ok(Success {
+                        reply,
+                        usage,
+                        model_used: model.clone(),
+                        key_id: key.key_id.clone(),
+                        attempts,
+                        omitted_turns: 0,
+                        message_count: settled.message_count,
+                    });
+                }
+                Step::Fail(e) => return Err(fail(e, attempts)),
+                Step::Retry { backoff, exclude } => {
+                    if exclude {
+                        excluded.push(key.key_id.clone());
+                    }
+                    if !will_retry {
+                        break;
+                    }
+                    if backoff {
+                        let unit = (self.rt.random_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                        let wait = backoff_ms(
+                            attempts.len() as u32 - 1,
+                            self.settings.backoff_base_ms,
+                            self.settings.backoff_cap_ms,
+                            unit,
+                        )
+                        .min(deadline.saturating_sub(self.rt.now_ms()));
+                        if wait > 0 {
+                            self.rt.sleep(wait).await;
+                        }
+                    }
+                }
+            }
+        }
+        let now = self.rt.now_ms();
+        let error = match last_error {
+            // Every attempt met a 429: tell the caller when the first cooldown ends.
+            Some(RouterError::NoCapacity { .. }) | None => RouterError::NoCapacity {
+                limit: LimitKind::Cooldown,
+                retry_after_ms: attempts.iter().filter_map(|a| a.cooldown_until).min().map(|t| t.saturating_sub(now)),
+                bucket: None,
+            },
+            Some(e) => e,
+        };
+        Err(fail(error, attempts))
+    }
+}
