@@ -47,13 +47,13 @@ def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = N
     raise TimeoutError(f"{what} not ready after {timeout}s ({last_err}):\n{tail}")
 
 
-def http_ok(url: str, headers: dict | None = None) -> bool:
+def http_ok(url: str, headers: dict | None = None, any_status: bool = False) -> bool:
     req = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=2) as r:
             return 200 <= r.status < 500
     except urllib.error.HTTPError as e:
-        return e.code < 500
+        return any_status or e.code < 500
 
 
 class Service:
@@ -161,6 +161,7 @@ def start_worker(vars: dict[str, str], port: int | None = None) -> Service:
         "CI": "true",
     }
     svc = Service("worker", args, port, env=env).start()
-    wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/health"), 90, "wrangler dev", svc.proc, svc.log)
+    # Any HTTP answer means workerd is serving (a disabled router's /health is a 503).
+    wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/health", any_status=True), 90, "wrangler dev", svc.proc, svc.log)
     svc.url = f"http://127.0.0.1:{port}"
     return svc

@@ -1,0 +1,149 @@
+"""End-to-end fixtures: real redis-server, the local Upstash-REST server, the mock Gemini and
+the worker in workerd (`wrangler dev`), all on free loopback ports, stopped after the session
+even when a test fails."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import stack  # noqa: E402
+
+TOKEN = "local-rest-token-e2e"
+SEED_KEYS = json.loads((stack.ROOT / "keys.json").read_text())
+
+
+def fake_key(key_id: str) -> str:
+    """A mock Gemini key shaped like a real one (AIzaSy + 33 characters)."""
+    return "AIzaSy" + hashlib.sha256(key_id.encode()).hexdigest()[:33]
+
+
+def mock_config(keys: dict, latency_ms: int = 0) -> dict:
+    """Mirror of keys.json for the mock: each quota group is one Google project with the same limits."""
+    projects: dict = {}
+    mkeys = []
+    for k in keys["keys"]:
+        group = k.get("quota_group", k["key_id"])
+        projects.setdefault(group, {})[k["model_name"]] = {"rpm": k["rpm"], "tpm": k["tpm"], "rpd": k["rpd"]}
+        mkeys.append({"api_key": fake_key(k["key_id"]), "label": k["key_id"], "project": group})
+    return {"latency_ms": latency_ms, "keys": mkeys, "projects": projects, "enforce_quotas": True}
+
+
+class Worker:
+    def __init__(self, svc, env: "Env", keys: dict):
+        self.svc = svc
+        self.url = svc.url
+        self.env = env
+        self.keys = keys
+        self.http = requests.Session()
+
+    def post(self, path, body=None, **kw):
+        kw.setdefault("timeout", 60)
+        return self.http.post(self.url + path, json=body, **kw)
+
+    def get(self, path, **kw):
+        kw.setdefault("timeout", 30)
+        return self.http.get(self.url + path, **kw)
+
+    def generate(self, prompt, model="gemini-2.5-flash", **extra):
+        return self.post("/v1/generate", {"prompt": prompt, "model": model, **extra})
+
+    def logs(self) -> str:
+        return self.svc.logs()
+
+
+class Env:
+    """The shared stack plus a factory for workers with their own settings."""
+
+    def __init__(self):
+        self.redis = stack.start_redis()
+        self.rest = stack.start_upstash_local(self.redis.port, TOKEN)
+        self.mock = stack.start_mock_gemini(mock_config(SEED_KEYS))
+        self.workers: list[Worker] = []
+        self.rest_http = requests.Session()
+        self.rest_http.headers["Authorization"] = f"Bearer {TOKEN}"
+
+    def start_worker(self, keys: dict | None = None, vars: dict | None = None, secrets: bool = True) -> Worker:
+        keys = keys or SEED_KEYS
+        v = {
+            "UPSTASH_REDIS_REST_URL": self.rest.url,
+            "UPSTASH_REDIS_REST_TOKEN": TOKEN,
+            "GEMINI_BASE_URL": self.mock.url,
+            "KEYS_JSON": json.dumps(keys, separators=(",", ":")),
+            "BACKOFF_BASE_MS": "10",
+            "BACKOFF_CAP_MS": "50",
+        }
+        if secrets:
+            for k in keys["keys"]:
+                v["API_KEY_" + k["key_id"].upper().replace("-", "_")] = fake_key(k["key_id"])
+        v.update(vars or {})
+        w = Worker(stack.start_worker(v), self, keys)
+        self.workers.append(w)
+        return w
+
+    # --- Redis (through the REST server) and mock helpers -------------------------------------
+    def redis_cmd(self, *args):
+        r = self.rest_http.post(self.rest.url + "/", json=[str(a) for a in args], timeout=10)
+        body = r.json()
+        if "error" in body:
+            raise RuntimeError(body["error"])
+        return body["result"]
+
+    def flush(self):
+        self.redis_cmd("FLUSHALL")
+
+    def mock_reset(self, keys: dict | None = None, latency_ms: int = 0):
+        requests.put(self.mock.url + "/_mock/config", json=mock_config(keys or SEED_KEYS, latency_ms), timeout=10).raise_for_status()
+        requests.post(self.mock.url + "/_mock/reset", timeout=10).raise_for_status()
+
+    def mock_stats(self) -> dict:
+        return requests.get(self.mock.url + "/_mock/stats", timeout=10).json()
+
+    def mock_requests(self) -> list:
+        return requests.get(self.mock.url + "/_mock/requests", timeout=10).json()
+
+    def fault(self, kind: str, count: int = 1, **kw):
+        requests.post(self.mock.url + "/_mock/faults", json={"kind": kind, "count": count, **kw}, timeout=10).raise_for_status()
+
+    def rest_stats(self) -> dict:
+        return self.rest_http.get(self.rest.url + "/_local/stats", timeout=10).json()
+
+    def rest_stats_reset(self):
+        self.rest_http.post(self.rest.url + "/_local/stats/reset", timeout=10)
+
+    def close(self):
+        for w in self.workers:
+            w.svc.stop()
+        for s in (self.mock, self.rest, self.redis):
+            s.stop()
+
+
+@pytest.fixture(scope="session")
+def env():
+    e = Env()
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+@pytest.fixture(scope="session")
+def worker(env):
+    """The default worker: seed keys.json, mock upstream, default limits raised so the shared
+    client bucket does not interfere with unrelated tests."""
+    return env.start_worker(vars={"USER_RPM_DEFAULT": "100000", "USER_BURST_DEFAULT": "100000"})
+
+
+@pytest.fixture()
+def clean(env):
+    """Fresh Redis state and a fresh mock (windows, faults, log) for one test."""
+    env.flush()
+    env.mock_reset()
+    requests.delete(env.mock.url + "/_mock/faults", timeout=10)
+    yield env
