@@ -19,7 +19,7 @@ cargo test --workspace
 
 echo "==> wasm tests (wasm-bindgen-test under Node)"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-  cargo test --target wasm32-unknown-unknown --lib --tests -p llm-key-router
+  cargo test --target wasm32-unknown-unknown -p llm-key-router --test wasm
 
 echo "==> Lua scripts, SDK compatibility and end-to-end tests"
 .venv/bin/pytest tests -q -p no:cacheprovider "$@"

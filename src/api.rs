@@ -15,7 +15,11 @@ pub enum Route {
 }
 
 pub fn route(method: &str, path: &str) -> Route {
-    let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
     let (allowed, r) = match path {
         "/health" | "/" => ("GET", Route::Health),
         "/stats" => ("GET", Route::Stats),
@@ -30,19 +34,32 @@ pub fn route(method: &str, path: &str) -> Route {
 }
 
 /// Checks a JSON request body: content type, size, UTF-8 and syntax, with a distinct code for each.
-pub fn parse_json_body(content_type: Option<&str>, body: &[u8], max: usize) -> Result<Value, RouterError> {
+pub fn parse_json_body(
+    content_type: Option<&str>,
+    body: &[u8],
+    max: usize,
+) -> Result<Value, RouterError> {
     if body.len() > max {
         return Err(RouterError::PayloadTooLarge { limit: max });
     }
     match content_type {
-        Some(ct) if ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") => {}
+        Some(ct)
+            if ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json") => {}
         _ => return Err(RouterError::UnsupportedMediaType),
     }
-    let text = std::str::from_utf8(body).map_err(|_| RouterError::bad_request("invalid_utf8", "body is not valid UTF-8"))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| RouterError::bad_request("invalid_utf8", "body is not valid UTF-8"))?;
     if text.trim().is_empty() {
         return Err(RouterError::bad_request("invalid_json", "body is empty"));
     }
-    serde_json::from_str(text).map_err(|e| RouterError::bad_request("invalid_json", format!("body is not valid JSON: {e}")))
+    serde_json::from_str(text).map_err(|e| {
+        RouterError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
+    })
 }
 
 /// The `/v1/generate` answer.
@@ -78,7 +95,10 @@ mod tests {
         assert_eq!(route("GET", "/health"), Route::Health);
         assert_eq!(route("POST", "/v1/generate"), Route::Generate);
         assert_eq!(route("POST", "/v1/generate/"), Route::Generate);
-        assert_eq!(route("GET", "/v1/generate"), Route::MethodNotAllowed { allowed: "POST" });
+        assert_eq!(
+            route("GET", "/v1/generate"),
+            Route::MethodNotAllowed { allowed: "POST" }
+        );
         assert_eq!(route("GET", "/../etc/passwd"), Route::NotFound);
         assert_eq!(route("GET", "/nope"), Route::NotFound);
     }
@@ -87,11 +107,28 @@ mod tests {
     fn body_checks_have_distinct_codes() {
         let ct = Some("application/json; charset=utf-8");
         assert_eq!(parse_json_body(ct, b"{\"a\":1}", 100).unwrap()["a"], 1);
-        assert_eq!(parse_json_body(ct, &[b'a'; 101], 100).unwrap_err().status(), 413);
-        assert_eq!(parse_json_body(Some("text/plain"), b"{}", 100).unwrap_err().status(), 415);
+        assert_eq!(
+            parse_json_body(ct, &[b'a'; 101], 100).unwrap_err().status(),
+            413
+        );
+        assert_eq!(
+            parse_json_body(Some("text/plain"), b"{}", 100)
+                .unwrap_err()
+                .status(),
+            415
+        );
         assert_eq!(parse_json_body(None, b"{}", 100).unwrap_err().status(), 415);
-        assert_eq!(parse_json_body(ct, b"{\"a\":", 100).unwrap_err().code(), "invalid_json");
-        assert_eq!(parse_json_body(ct, b"\xff\xfe", 100).unwrap_err().code(), "invalid_utf8");
-        assert_eq!(parse_json_body(ct, b"", 100).unwrap_err().code(), "invalid_json");
+        assert_eq!(
+            parse_json_body(ct, b"{\"a\":", 100).unwrap_err().code(),
+            "invalid_json"
+        );
+        assert_eq!(
+            parse_json_body(ct, b"\xff\xfe", 100).unwrap_err().code(),
+            "invalid_utf8"
+        );
+        assert_eq!(
+            parse_json_body(ct, b"", 100).unwrap_err().code(),
+            "invalid_json"
+        );
     }
 }

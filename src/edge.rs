@@ -26,17 +26,24 @@ thread_local! {
 }
 
 fn lookup(env: &Env, name: &str) -> Option<String> {
-    env.secret(name).ok().map(|s| s.to_string()).or_else(|| env.var(name).ok().map(|v| v.to_string()))
+    env.secret(name)
+        .ok()
+        .map(|s| s.to_string())
+        .or_else(|| env.var(name).ok().map(|v| v.to_string()))
 }
 
 fn state(env: &Env) -> Rc<State> {
     if let Some(s) = STATE.with(|s| s.borrow().clone()) {
         return s;
     }
-    let keys_json = lookup(env, "KEYS_JSON").unwrap_or_else(|| include_str!("../keys.json").to_string());
+    let keys_json =
+        lookup(env, "KEYS_JSON").unwrap_or_else(|| include_str!("../keys.json").to_string());
     let pool = KeyPool::parse(&keys_json);
     let settings = Settings::from_lookup(|n| lookup(env, n));
-    let upstash = match (lookup(env, "UPSTASH_REDIS_REST_URL"), lookup(env, "UPSTASH_REDIS_REST_TOKEN")) {
+    let upstash = match (
+        lookup(env, "UPSTASH_REDIS_REST_URL"),
+        lookup(env, "UPSTASH_REDIS_REST_TOKEN"),
+    ) {
         (Some(u), Some(t)) if !u.is_empty() => Some((u.trim_end_matches('/').to_string(), t)),
         _ => None,
     };
@@ -47,15 +54,31 @@ fn state(env: &Env) -> Rc<State> {
             .keys
             .iter()
             .map(|k| {
-                let s = crate::config::secret_names(&k.key_id).iter().find_map(|n| lookup(env, n)).unwrap_or_default();
-                format!("{}:{}:{}", k.key_id, s.len(), s.get(s.len().saturating_sub(4)..).unwrap_or(""))
+                let s = crate::config::secret_names(&k.key_id)
+                    .iter()
+                    .find_map(|n| lookup(env, n))
+                    .unwrap_or_default();
+                format!(
+                    "{}:{}:{}",
+                    k.key_id,
+                    s.len(),
+                    s.get(s.len().saturating_sub(4)..).unwrap_or("")
+                )
             })
             .collect::<Vec<_>>()
             .join(","),
         Err(_) => String::new(),
     };
-    let fingerprint = pool.as_ref().map(|p| p.fingerprint(&secrets_digest)).unwrap_or_default();
-    let st = Rc::new(State { pool, settings, upstash, fingerprint });
+    let fingerprint = pool
+        .as_ref()
+        .map(|p| p.fingerprint(&secrets_digest))
+        .unwrap_or_default();
+    let st = Rc::new(State {
+        pool,
+        settings,
+        upstash,
+        fingerprint,
+    });
     STATE.with(|s| *s.borrow_mut() = Some(st.clone()));
     st
 }
@@ -75,30 +98,66 @@ struct FetchTransport {
     timeout_ms: u64,
 }
 
+/// The Upstash REST request: `POST {url}{path}` with the Bearer token and a JSON body.
+pub fn upstash_request(url: &str, token: &str, path: &str, body: String) -> Result<Request> {
+    let headers = Headers::new();
+    headers.set("authorization", &format!("Bearer {token}"))?;
+    headers.set("content-type", "application/json")?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(body.into()));
+    Request::new_with_init(
+        &format!("{url}{}", if path == "/" { "" } else { path }),
+        &init,
+    )
+}
+
+/// The Gemini `generateContent` request, authenticated with `x-goog-api-key` (never `?key=`,
+/// which would put the key in URLs and logs).
+pub fn gemini_request(base: &str, model: &str, api_key: &str, body: String) -> Result<Request> {
+    let headers = Headers::new();
+    headers.set("x-goog-api-key", api_key)?;
+    headers.set("content-type", "application/json")?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(body.into()));
+    Request::new_with_init(
+        &format!("{base}/v1beta/models/{model}:generateContent"),
+        &init,
+    )
+}
+
+/// Reads a whole response into an [`HttpReply`].
+pub async fn read_reply(mut resp: Response) -> Result<HttpReply> {
+    let status = resp.status_code();
+    let body = resp.text().await?;
+    Ok(HttpReply { status, body })
+}
+
+/// Sends `req`, aborting it after `timeout_ms`. `Ok(None)` means it timed out.
+async fn send_with_timeout(req: Request, timeout_ms: u64) -> Result<Option<HttpReply>> {
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let call = async { read_reply(Fetch::Request(req).send_with_signal(&signal).await?).await };
+    match with_timeout(call, timeout_ms).await {
+        Some(r) => r.map(Some),
+        None => {
+            controller.abort();
+            Ok(None)
+        }
+    }
+}
+
 impl Transport for FetchTransport {
     async fn post(&self, path: &str, body: String) -> std::result::Result<HttpReply, StoreError> {
-        let headers = Headers::new();
-        let _ = headers.set("authorization", &format!("Bearer {}", self.token));
-        let _ = headers.set("content-type", "application/json");
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
-        let url = format!("{}{}", self.url, if path == "/" { "" } else { path });
-        let req = Request::new_with_init(&url, &init).map_err(|e| StoreError::Transport(e.to_string()))?;
-        let controller = AbortController::default();
-        let signal = controller.signal();
-        let call = async {
-            let mut resp = Fetch::Request(req).send_with_signal(&signal).await?;
-            let status = resp.status_code();
-            let body = resp.text().await?;
-            Ok::<_, worker::Error>(HttpReply { status, body })
-        };
-        match with_timeout(call, self.timeout_ms).await {
-            Some(Ok(r)) => Ok(r),
-            Some(Err(e)) => Err(StoreError::Transport(e.to_string())),
-            None => {
-                controller.abort();
-                Err(StoreError::Timeout)
-            }
+        let req = upstash_request(&self.url, &self.token, path, body)
+            .map_err(|e| StoreError::Transport(e.to_string()))?;
+        match send_with_timeout(req, self.timeout_ms).await {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(StoreError::Timeout),
+            Err(e) => Err(StoreError::Transport(e.to_string())),
         }
     }
 }
@@ -115,33 +174,17 @@ impl Upstream for FetchUpstream {
         body: String,
         timeout_ms: u64,
     ) -> std::result::Result<HttpReply, UpstreamError> {
-        let headers = Headers::new();
-        let _ = headers.set("x-goog-api-key", api_key);
-        let _ = headers.set("content-type", "application/json");
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
-        let url = format!("{}/v1beta/models/{}:generateContent", self.base, model);
-        let req = Request::new_with_init(&url, &init).map_err(|e| UpstreamError::Transport(e.to_string()))?;
-        let controller = AbortController::default();
-        let signal = controller.signal();
-        let call = async {
-            let mut resp = Fetch::Request(req).send_with_signal(&signal).await?;
-            let status = resp.status_code();
-            let body = resp.text().await?;
-            Ok::<_, worker::Error>(HttpReply { status, body })
-        };
-        match with_timeout(call, timeout_ms).await {
-            Some(Ok(r)) => Ok(r),
-            Some(Err(e)) => Err(UpstreamError::Transport(e.to_string())),
-            None => {
-                controller.abort();
-                Err(UpstreamError::Timeout)
-            }
+        let req = gemini_request(&self.base, model, api_key, body)
+            .map_err(|e| UpstreamError::Transport(e.to_string()))?;
+        match send_with_timeout(req, timeout_ms).await {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(UpstreamError::Timeout),
+            Err(e) => Err(UpstreamError::Transport(e.to_string())),
         }
     }
 }
 
-struct WorkerRuntime;
+pub struct WorkerRuntime;
 
 impl Runtime for WorkerRuntime {
     fn now_ms(&self) -> u64 {
@@ -167,7 +210,9 @@ fn json_response(status: u16, body: &Value) -> Result<Response> {
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
     headers.set("cache-control", "no-store")?;
-    Ok(Response::from_bytes(body.to_string().into_bytes())?.with_status(status).with_headers(headers))
+    Ok(Response::from_bytes(body.to_string().into_bytes())?
+        .with_status(status)
+        .with_headers(headers))
 }
 
 fn error_response(e: &RouterError) -> Result<Response> {
@@ -175,11 +220,19 @@ fn error_response(e: &RouterError) -> Result<Response> {
     if let Some(s) = e.retry_after_secs() {
         resp.headers_mut().set("retry-after", &s.to_string())?;
     }
-    if let RouterError::NoCapacity { bucket: Some((limit, remaining)), retry_after_ms, .. } = e {
+    if let RouterError::NoCapacity {
+        bucket: Some((limit, remaining)),
+        retry_after_ms,
+        ..
+    } = e
+    {
         let h = resp.headers_mut();
         h.set("x-ratelimit-limit", &limit.to_string())?;
         h.set("x-ratelimit-remaining", &remaining.to_string())?;
-        h.set("x-ratelimit-reset", &retry_after_ms.unwrap_or(0).div_ceil(1000).to_string())?;
+        h.set(
+            "x-ratelimit-reset",
+            &retry_after_ms.unwrap_or(0).div_ceil(1000).to_string(),
+        )?;
     }
     Ok(resp)
 }
@@ -192,13 +245,21 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let method = req.method().to_string();
     let path = req.path();
     let result = handle(&mut req, &env, &st, &method, &path, started).await;
-    let level = st.settings.as_ref().map(|s| s.log_level.clone()).unwrap_or(LogLevel::Info);
+    let level = st
+        .settings
+        .as_ref()
+        .map(|s| s.log_level.clone())
+        .unwrap_or(LogLevel::Info);
     let (resp, status, code) = match result {
         Ok((r, status)) => (Ok(r), status, None),
         Err(e) => (error_response(&e), e.status(), Some(e.code())),
     };
     log(
-        if status >= 500 { LogLevel::Error } else { LogLevel::Info },
+        if status >= 500 {
+            LogLevel::Error
+        } else {
+            LogLevel::Info
+        },
         &level,
         "request",
         json!({"method": method, "path": crate::log::safe_path(&path), "status": status, "code": code,
@@ -216,40 +277,79 @@ async fn handle(
     started: u64,
 ) -> std::result::Result<(Response, u16), RouterError> {
     let _ = env;
-    let internal = |e: worker::Error| RouterError::Internal { message: format!("response building failed: {e}") };
+    let internal = |e: worker::Error| RouterError::Internal {
+        message: format!("response building failed: {e}"),
+    };
     match api::route(method, path) {
-        Route::NotFound => Err(RouterError::NotFound { code: "not_found", message: format!("no route for {path}") }),
+        Route::NotFound => Err(RouterError::NotFound {
+            code: "not_found",
+            message: format!("no route for {path}"),
+        }),
         Route::MethodNotAllowed { allowed } => Err(RouterError::MethodNotAllowed { allowed }),
         Route::Health => {
             let (body, status) = health(st).await;
             Ok((json_response(status, &body).map_err(internal)?, status))
         }
-        Route::Stats => Err(RouterError::NotFound { code: "not_found", message: "stats are not implemented yet".into() }),
+        Route::Stats => Err(RouterError::NotFound {
+            code: "not_found",
+            message: "stats are not implemented yet".into(),
+        }),
         Route::Generate => {
-            let settings = st.settings.as_ref().map_err(|e| RouterError::ConfigInvalid { errors: e.clone() })?;
-            let pool = st.pool.as_ref().map_err(|e| RouterError::ConfigInvalid { errors: e.clone() })?;
+            let settings = st
+                .settings
+                .as_ref()
+                .map_err(|e| RouterError::ConfigInvalid { errors: e.clone() })?;
+            let pool = st
+                .pool
+                .as_ref()
+                .map_err(|e| RouterError::ConfigInvalid { errors: e.clone() })?;
             if !settings.enabled {
                 return Err(RouterError::RouterDisabled);
             }
-            let (url, token) = st.upstash.clone().ok_or_else(|| RouterError::ConfigInvalid {
-                errors: vec!["UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN must be set".into()],
-            })?;
+            let (url, token) = st
+                .upstash
+                .clone()
+                .ok_or_else(|| RouterError::ConfigInvalid {
+                    errors: vec![
+                        "UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN must be set".into(),
+                    ],
+                })?;
             let ct = req.headers().get("content-type").ok().flatten();
-            if let Some(len) = req.headers().get("content-length").ok().flatten().and_then(|l| l.parse::<usize>().ok()) {
+            if let Some(len) = req
+                .headers()
+                .get("content-length")
+                .ok()
+                .flatten()
+                .and_then(|l| l.parse::<usize>().ok())
+            {
                 if len > settings.max_body_bytes {
-                    return Err(RouterError::PayloadTooLarge { limit: settings.max_body_bytes });
+                    return Err(RouterError::PayloadTooLarge {
+                        limit: settings.max_body_bytes,
+                    });
                 }
             }
-            let bytes = req.bytes().await.map_err(|_| RouterError::bad_request("invalid_body", "could not read body"))?;
+            let bytes = req
+                .bytes()
+                .await
+                .map_err(|_| RouterError::bad_request("invalid_body", "could not read body"))?;
             let body = api::parse_json_body(ct.as_deref(), &bytes, settings.max_body_bytes)?;
             let gen = GenerateRequest::parse(&body, None)?;
             if let Some(id) = &gen.conversation_id {
                 if !crate::ids::valid_conversation_id(id) {
-                    return Err(RouterError::bad_request("invalid_conversation_id", "conversation_id is malformed"));
+                    return Err(RouterError::bad_request(
+                        "invalid_conversation_id",
+                        "conversation_id is malformed",
+                    ));
                 }
             }
-            let store = Upstash::new(FetchTransport { url, token, timeout_ms: 5_000 });
-            let upstream = FetchUpstream { base: settings.gemini_base_url.clone() };
+            let store = Upstash::new(FetchTransport {
+                url,
+                token,
+                timeout_ms: 5_000,
+            });
+            let upstream = FetchUpstream {
+                base: settings.gemini_base_url.clone(),
+            };
             let secret = |n: &str| lookup(env, n);
             let router = Router {
                 pool,
@@ -260,14 +360,21 @@ async fn handle(
                 secret: &secret,
                 cfg_fingerprint: st.fingerprint.clone(),
             };
-            let caller =
-                Caller { client_id: "default".into(), rpm: settings.user_rpm_default, burst: settings.user_burst_default };
+            let caller = Caller {
+                client_id: "default".into(),
+                rpm: settings.user_rpm_default,
+                burst: settings.user_burst_default,
+            };
             match router.generate(&gen, &caller).await {
                 Ok(s) => {
                     for a in &s.attempts {
                         log(LogLevel::Debug, &settings.log_level, "attempt", json!(a));
                     }
-                    let body = api::generate_response(&s, Date::now().as_millis() - started, gen.conversation_id.as_deref());
+                    let body = api::generate_response(
+                        &s,
+                        Date::now().as_millis() - started,
+                        gen.conversation_id.as_deref(),
+                    );
                     Ok((json_response(200, &body).map_err(internal)?, 200))
                 }
                 Err(f) => {
@@ -304,10 +411,16 @@ async fn health(st: &State) -> (Value, u16) {
             json!({"healthy": false, "error": "UPSTASH_REDIS_REST_URL / UPSTASH_REDIS_REST_TOKEN not set"})
         }
         Some((url, token)) => {
-            let store = Upstash::new(FetchTransport { url: url.clone(), token: token.clone(), timeout_ms: 2_000 });
+            let store = Upstash::new(FetchTransport {
+                url: url.clone(),
+                token: token.clone(),
+                timeout_ms: 2_000,
+            });
             let t0 = Date::now().as_millis();
             match store.command(&["PING".to_string()]).await {
-                Ok(v) if v == "PONG" => json!({"healthy": true, "latency_ms": Date::now().as_millis() - t0}),
+                Ok(v) if v == "PONG" => {
+                    json!({"healthy": true, "latency_ms": Date::now().as_millis() - t0})
+                }
                 Ok(v) => {
                     healthy = false;
                     json!({"healthy": false, "error": format!("unexpected PING answer {v}")})
@@ -324,8 +437,10 @@ async fn health(st: &State) -> (Value, u16) {
         healthy = false;
     }
     let keys = match &st.pool {
-        Ok(p) => json!({"total": p.keys.len(), "active": p.keys.iter().filter(|k| k.active).count(),
-                         "models": p.models()}),
+        Ok(p) => {
+            json!({"total": p.keys.len(), "active": p.keys.iter().filter(|k| k.active).count(),
+                         "models": p.models()})
+        }
         Err(_) => json!(null),
     };
     let body = json!({

@@ -49,35 +49,69 @@ impl LimitKind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RouterError {
     /// The request body or a parameter is invalid. `code` is a stable snake_case identifier.
-    BadRequest { code: &'static str, message: String },
-    PayloadTooLarge { limit: usize },
+    BadRequest {
+        code: &'static str,
+        message: String,
+    },
+    PayloadTooLarge {
+        limit: usize,
+    },
     UnsupportedMediaType,
-    NotFound { code: &'static str, message: String },
-    MethodNotAllowed { allowed: &'static str },
+    NotFound {
+        code: &'static str,
+        message: String,
+    },
+    MethodNotAllowed {
+        allowed: &'static str,
+    },
     Unauthorized,
-    Forbidden { scope: &'static str },
-    UnknownModel { model: String },
+    Forbidden {
+        scope: &'static str,
+    },
+    UnknownModel {
+        model: String,
+    },
     /// No key (or caller bucket) has room now. `retry_after_ms` is when the earliest one frees.
-    NoCapacity { limit: LimitKind, retry_after_ms: Option<u64>, bucket: Option<(u64, u64)> },
+    NoCapacity {
+        limit: LimitKind,
+        retry_after_ms: Option<u64>,
+        bucket: Option<(u64, u64)>,
+    },
     /// The prompt alone exceeds every candidate key's tokens-per-minute limit.
-    PromptTooLarge { estimate: u64 },
+    PromptTooLarge {
+        estimate: u64,
+    },
     /// Gemini refused the request itself (a 4xx that is the caller's doing).
-    UpstreamRejected { status: u16, message: String },
+    UpstreamRejected {
+        status: u16,
+        message: String,
+    },
     /// Every attempt failed with transient upstream errors.
-    UpstreamUnavailable { message: String },
+    UpstreamUnavailable {
+        message: String,
+    },
     UpstreamTimeout,
     ConversationNotFound,
     ConversationBusy,
     RouterDisabled,
-    StoreUnavailable { message: String },
-    ConfigInvalid { errors: Vec<String> },
+    StoreUnavailable {
+        message: String,
+    },
+    ConfigInvalid {
+        errors: Vec<String>,
+    },
     /// A bug: something the code assumed could not happen.
-    Internal { message: String },
+    Internal {
+        message: String,
+    },
 }
 
 impl RouterError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        RouterError::BadRequest { code, message: message.into() }
+        RouterError::BadRequest {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn status(&self) -> u16 {
@@ -142,25 +176,43 @@ impl RouterError {
 
     pub fn message(&self) -> String {
         match self {
-            RouterError::BadRequest { message, .. } | RouterError::NotFound { message, .. } => message.clone(),
+            RouterError::BadRequest { message, .. } | RouterError::NotFound { message, .. } => {
+                message.clone()
+            }
             RouterError::PayloadTooLarge { limit } => format!("request body exceeds {limit} bytes"),
             RouterError::UnsupportedMediaType => "content-type must be application/json".into(),
-            RouterError::MethodNotAllowed { allowed } => format!("method not allowed; use {allowed}"),
+            RouterError::MethodNotAllowed { allowed } => {
+                format!("method not allowed; use {allowed}")
+            }
             RouterError::Unauthorized => "missing or unknown API token".into(),
             RouterError::Forbidden { scope } => format!("token lacks the '{scope}' scope"),
-            RouterError::UnknownModel { model } => format!("no key in the pool serves model '{model}'"),
-            RouterError::NoCapacity { limit, .. } => format!("no capacity: {} limit reached", limit.as_str()),
+            RouterError::UnknownModel { model } => {
+                format!("no key in the pool serves model '{model}'")
+            }
+            RouterError::NoCapacity { limit, .. } => {
+                format!("no capacity: {} limit reached", limit.as_str())
+            }
             RouterError::PromptTooLarge { estimate } => {
-                format!("prompt (~{estimate} input tokens) exceeds every key's tokens-per-minute limit")
+                format!(
+                    "prompt (~{estimate} input tokens) exceeds every key's tokens-per-minute limit"
+                )
             }
             RouterError::UpstreamRejected { message, .. } => message.clone(),
             RouterError::UpstreamUnavailable { message } => message.clone(),
             RouterError::UpstreamTimeout => "upstream did not answer before the deadline".into(),
             RouterError::ConversationNotFound => "conversation not found or expired".into(),
-            RouterError::ConversationBusy => "another message to this conversation is in progress".into(),
-            RouterError::RouterDisabled => "the router is disabled (LLM_MULTI_KEY_ROUTER_ENABLED=false)".into(),
-            RouterError::StoreUnavailable { message } => format!("state store unavailable: {message}"),
-            RouterError::ConfigInvalid { errors } => format!("configuration invalid: {}", errors.join("; ")),
+            RouterError::ConversationBusy => {
+                "another message to this conversation is in progress".into()
+            }
+            RouterError::RouterDisabled => {
+                "the router is disabled (LLM_MULTI_KEY_ROUTER_ENABLED=false)".into()
+            }
+            RouterError::StoreUnavailable { message } => {
+                format!("state store unavailable: {message}")
+            }
+            RouterError::ConfigInvalid { errors } => {
+                format!("configuration invalid: {}", errors.join("; "))
+            }
             RouterError::Internal { message } => message.clone(),
         }
     }
@@ -168,7 +220,10 @@ impl RouterError {
     /// Seconds for a `Retry-After` header, when the error has one.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            RouterError::NoCapacity { retry_after_ms: Some(ms), .. } => Some(ms.div_ceil(1000).max(1)),
+            RouterError::NoCapacity {
+                retry_after_ms: Some(ms),
+                ..
+            } => Some(ms.div_ceil(1000).max(1)),
             RouterError::ConversationBusy | RouterError::StoreUnavailable { .. } => Some(1),
             _ => None,
         }
@@ -182,7 +237,12 @@ impl RouterError {
             "status": self.status(),
             "retryable": self.retryable(),
         });
-        if let RouterError::NoCapacity { limit, retry_after_ms, .. } = self {
+        if let RouterError::NoCapacity {
+            limit,
+            retry_after_ms,
+            ..
+        } = self
+        {
             err["limit"] = json!(limit.as_str());
             if let Some(ms) = retry_after_ms {
                 err["retry_after_ms"] = json!(ms);
@@ -209,7 +269,11 @@ mod tests {
 
     #[test]
     fn no_capacity_is_429_with_limit_and_retry_after() {
-        let e = RouterError::NoCapacity { limit: LimitKind::Rpm, retry_after_ms: Some(1200), bucket: None };
+        let e = RouterError::NoCapacity {
+            limit: LimitKind::Rpm,
+            retry_after_ms: Some(1200),
+            bucket: None,
+        };
         assert_eq!(e.status(), 429);
         assert_eq!(e.retry_after_secs(), Some(2));
         let j = e.to_json();
@@ -234,8 +298,20 @@ mod tests {
         for c in cases {
             assert!((400..500).contains(&c.status()), "{c:?}");
         }
-        assert_eq!(RouterError::Internal { message: "bug".into() }.status(), 500);
-        assert_eq!(RouterError::StoreUnavailable { message: "down".into() }.status(), 503);
+        assert_eq!(
+            RouterError::Internal {
+                message: "bug".into()
+            }
+            .status(),
+            500
+        );
+        assert_eq!(
+            RouterError::StoreUnavailable {
+                message: "down".into()
+            }
+            .status(),
+            503
+        );
     }
 
     #[test]

@@ -16,4 +16,4 @@ pub mod store;
 pub mod upstash;
 
 #[cfg(target_arch = "wasm32")]
-mod edge;
+pub mod edge;

@@ -73,11 +73,12 @@ if spec.conv and spec.conv ~= cjson.null then
   history = redis.call('LRANGE', conv.msgs, 0, -1)
 end
 
--- Drop entries older than the window from a group's log, keeping the token total in step.
+-- Drop entries that left the window (admitted at t with t + window <= now, as in
+-- `quota::SlidingLog` and `free_at`) from a group's log, keeping the token total in step.
 local function trim(log, tok)
   local cutoff = now - window
   while true do
-    local old = redis.call('ZRANGEBYSCORE', log, '-inf', '(' .. cutoff, 'LIMIT', 0, 500)
+    local old = redis.call('ZRANGEBYSCORE', log, '-inf', cutoff, 'LIMIT', 0, 500)
     if #old == 0 then return end
     local toks = redis.call('HMGET', tok, unpack(old))
     local freed = 0
