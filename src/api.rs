@@ -1,6 +1,7 @@
 //! HTTP surface in pure Rust: which route a request is, how its body is checked, and the JSON
 //! shapes the router answers. The wasm layer only moves bytes in and out.
 
+use crate::auth::Scope;
 use crate::error::RouterError;
 use crate::router::Success;
 use serde_json::{json, Value};
@@ -10,56 +11,93 @@ pub enum Route {
     Health,
     Stats,
     Generate,
+    ConvCreate,
+    ConvList,
+    ConvGet(String),
+    ConvDelete(String),
+    ConvMessages(String),
+    ConvSend(String),
     NotFound,
     MethodNotAllowed { allowed: &'static str },
+    /// A conversation path whose id is malformed: never reaches Redis.
+    BadConversationId,
 }
 
-pub fn route(method: &str, path: &str) -> Route {
-    let path = if path.len() > 1 {
-        path.trim_end_matches('/')
-    } else {
-        path
-    };
-    let (allowed, r) = match path {
-        "/health" | "/" => ("GET", Route::Health),
-        "/stats" => ("GET", Route::Stats),
-        "/v1/generate" => ("POST", Route::Generate),
-        _ => return Route::NotFound,
-    };
-    if method == allowed || (allowed == "GET" && method == "HEAD") {
-        r
-    } else {
-        Route::MethodNotAllowed { allowed }
+impl Route {
+    /// Scopes a caller needs for this route (all of them). `/health` needs none.
+    pub fn scopes(&self) -> &'static [Scope] {
+        match self {
+            Route::Health | Route::NotFound | Route::MethodNotAllowed { .. } | Route::BadConversationId => &[],
+            Route::Stats => &[Scope::Stats],
+            Route::Generate => &[Scope::Generate],
+            Route::ConvCreate | Route::ConvList | Route::ConvGet(_) | Route::ConvDelete(_) | Route::ConvMessages(_) => {
+                &[Scope::Conversations]
+            }
+            Route::ConvSend(_) => &[Scope::Conversations, Scope::Generate],
+        }
     }
 }
 
+pub fn route(method: &str, path: &str) -> Route {
+    let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+    let pick = |allowed: &'static str, r: Route| {
+        if method == allowed || (allowed == "GET" && method == "HEAD") {
+            r
+        } else {
+            Route::MethodNotAllowed { allowed }
+        }
+    };
+    match path {
+        "/health" | "/" => return pick("GET", Route::Health),
+        "/stats" => return pick("GET", Route::Stats),
+        "/v1/generate" => return pick("POST", Route::Generate),
+        "/v1/conversations" => {
+            return match method {
+                "POST" => Route::ConvCreate,
+                "GET" | "HEAD" => Route::ConvList,
+                _ => Route::MethodNotAllowed { allowed: "GET, POST" },
+            }
+        }
+        _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/v1/conversations/") {
+        let (id, tail) = match rest.split_once('/') {
+            Some((id, tail)) => (id, Some(tail)),
+            None => (rest, None),
+        };
+        if !crate::ids::valid_conversation_id(id) {
+            return Route::BadConversationId;
+        }
+        let id = id.to_string();
+        return match (tail, method) {
+            (None, "GET" | "HEAD") => Route::ConvGet(id),
+            (None, "DELETE") => Route::ConvDelete(id),
+            (None, _) => Route::MethodNotAllowed { allowed: "GET, DELETE" },
+            (Some("messages"), "GET" | "HEAD") => Route::ConvMessages(id),
+            (Some("messages"), "POST") => Route::ConvSend(id),
+            (Some("messages"), _) => Route::MethodNotAllowed { allowed: "GET, POST" },
+            (Some(_), _) => Route::NotFound,
+        };
+    }
+    Route::NotFound
+}
+
 /// Checks a JSON request body: content type, size, UTF-8 and syntax, with a distinct code for each.
-pub fn parse_json_body(
-    content_type: Option<&str>,
-    body: &[u8],
-    max: usize,
-) -> Result<Value, RouterError> {
+pub fn parse_json_body(content_type: Option<&str>, body: &[u8], max: usize) -> Result<Value, RouterError> {
     if body.len() > max {
         return Err(RouterError::PayloadTooLarge { limit: max });
     }
     match content_type {
-        Some(ct)
-            if ct
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("application/json") => {}
+        Some(ct) if ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") => {}
         _ => return Err(RouterError::UnsupportedMediaType),
     }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| RouterError::bad_request("invalid_utf8", "body is not valid UTF-8"))?;
+    let text =
+        std::str::from_utf8(body).map_err(|_| RouterError::bad_request("invalid_utf8", "body is not valid UTF-8"))?;
     if text.trim().is_empty() {
         return Err(RouterError::bad_request("invalid_json", "body is empty"));
     }
-    serde_json::from_str(text).map_err(|e| {
-        RouterError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
-    })
+    serde_json::from_str(text)
+        .map_err(|e| RouterError::bad_request("invalid_json", format!("body is not valid JSON: {e}")))
 }
 
 /// The `/v1/generate` answer.
@@ -95,40 +133,28 @@ mod tests {
         assert_eq!(route("GET", "/health"), Route::Health);
         assert_eq!(route("POST", "/v1/generate"), Route::Generate);
         assert_eq!(route("POST", "/v1/generate/"), Route::Generate);
-        assert_eq!(
-            route("GET", "/v1/generate"),
-            Route::MethodNotAllowed { allowed: "POST" }
-        );
+        assert_eq!(route("GET", "/v1/generate"), Route::MethodNotAllowed { allowed: "POST" });
         assert_eq!(route("GET", "/../etc/passwd"), Route::NotFound);
         assert_eq!(route("GET", "/nope"), Route::NotFound);
+        let id = crate::ids::conversation_id_from([7; 16]);
+        assert_eq!(route("POST", &format!("/v1/conversations/{id}/messages")), Route::ConvSend(id.clone()));
+        assert_eq!(route("DELETE", &format!("/v1/conversations/{id}")), Route::ConvDelete(id.clone()));
+        assert_eq!(route("PUT", &format!("/v1/conversations/{id}")), Route::MethodNotAllowed { allowed: "GET, DELETE" });
+        for bad in ["*", "conv_%7B", "..", "conv_x:y"] {
+            assert_eq!(route("GET", &format!("/v1/conversations/{bad}")), Route::BadConversationId);
+        }
+        assert_eq!(route("POST", "/v1/conversations/../../etc"), Route::BadConversationId);
     }
 
     #[test]
     fn body_checks_have_distinct_codes() {
         let ct = Some("application/json; charset=utf-8");
         assert_eq!(parse_json_body(ct, b"{\"a\":1}", 100).unwrap()["a"], 1);
-        assert_eq!(
-            parse_json_body(ct, &[b'a'; 101], 100).unwrap_err().status(),
-            413
-        );
-        assert_eq!(
-            parse_json_body(Some("text/plain"), b"{}", 100)
-                .unwrap_err()
-                .status(),
-            415
-        );
+        assert_eq!(parse_json_body(ct, &[b'a'; 101], 100).unwrap_err().status(), 413);
+        assert_eq!(parse_json_body(Some("text/plain"), b"{}", 100).unwrap_err().status(), 415);
         assert_eq!(parse_json_body(None, b"{}", 100).unwrap_err().status(), 415);
-        assert_eq!(
-            parse_json_body(ct, b"{\"a\":", 100).unwrap_err().code(),
-            "invalid_json"
-        );
-        assert_eq!(
-            parse_json_body(ct, b"\xff\xfe", 100).unwrap_err().code(),
-            "invalid_utf8"
-        );
-        assert_eq!(
-            parse_json_body(ct, b"", 100).unwrap_err().code(),
-            "invalid_json"
-        );
+        assert_eq!(parse_json_body(ct, b"{\"a\":", 100).unwrap_err().code(), "invalid_json");
+        assert_eq!(parse_json_body(ct, b"\xff\xfe", 100).unwrap_err().code(), "invalid_utf8");
+        assert_eq!(parse_json_body(ct, b"", 100).unwrap_err().code(), "invalid_json");
     }
 }

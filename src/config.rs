@@ -68,16 +68,12 @@ pub struct KeyPool {
 
 /// Ids, groups and models become parts of Redis key names, so they are held to a strict charset.
 pub fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 impl KeyPool {
     pub fn parse(json: &str) -> Result<KeyPool, Vec<String>> {
-        let raw: RawKeysFile =
-            serde_json::from_str(json).map_err(|e| vec![format!("keys.json: {e}")])?;
+        let raw: RawKeysFile = serde_json::from_str(json).map_err(|e| vec![format!("keys.json: {e}")])?;
         let mut errors = Vec::new();
         let mut keys = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
@@ -87,22 +83,15 @@ impl KeyPool {
         for (i, k) in raw.keys.into_iter().enumerate() {
             let at = format!("keys[{i}]");
             if !valid_name(&k.key_id) {
-                errors.push(format!(
-                    "{at}.key_id: must be 1-64 characters of A-Z a-z 0-9 - _ ."
-                ));
+                errors.push(format!("{at}.key_id: must be 1-64 characters of A-Z a-z 0-9 - _ ."));
             } else if !seen.insert(k.key_id.clone()) {
                 errors.push(format!("{at}.key_id: duplicate key_id '{}'", k.key_id));
             }
             if !valid_name(&k.model_name) {
-                errors.push(format!(
-                    "{at}.model_name: must be 1-64 characters of A-Z a-z 0-9 - _ ."
-                ));
+                errors.push(format!("{at}.model_name: must be 1-64 characters of A-Z a-z 0-9 - _ ."));
             }
             if k.provider != "gemini" {
-                errors.push(format!(
-                    "{at}.provider: only 'gemini' is supported, got '{}'",
-                    k.provider
-                ));
+                errors.push(format!("{at}.provider: only 'gemini' is supported, got '{}'", k.provider));
             }
             let mut limit = |name: &str, v: i64| -> u32 {
                 if v <= 0 {
@@ -115,22 +104,14 @@ impl KeyPool {
                     v as u32
                 }
             };
-            let (rpm, tpm, rpd) = (
-                limit("rpm", k.rpm),
-                limit("tpm", k.tpm),
-                limit("rpd", k.rpd),
-            );
+            let (rpm, tpm, rpd) = (limit("rpm", k.rpm), limit("tpm", k.tpm), limit("rpd", k.rpd));
             let quota_group = k.quota_group.unwrap_or_else(|| k.key_id.clone());
             if !valid_name(&quota_group) {
-                errors.push(format!(
-                    "{at}.quota_group: must be 1-64 characters of A-Z a-z 0-9 - _ ."
-                ));
+                errors.push(format!("{at}.quota_group: must be 1-64 characters of A-Z a-z 0-9 - _ ."));
             }
             let weight = k.weight.unwrap_or(1.0);
             if !(weight.is_finite() && weight > 0.0 && weight <= 1000.0) {
-                errors.push(format!(
-                    "{at}.weight: must be > 0 and <= 1000, got {weight}"
-                ));
+                errors.push(format!("{at}.weight: must be > 0 and <= 1000, got {weight}"));
             }
             keys.push(KeyConfig {
                 key_id: k.key_id,
@@ -146,10 +127,7 @@ impl KeyPool {
         }
         // Keys of one quota group share one quota per model, so their limits must agree.
         for (i, a) in keys.iter().enumerate() {
-            if let Some(b) = keys[..i]
-                .iter()
-                .find(|b| b.quota_group == a.quota_group && b.model == a.model)
-            {
+            if let Some(b) = keys[..i].iter().find(|b| b.quota_group == a.quota_group && b.model == a.model) {
                 if (a.rpm, a.tpm, a.rpd) != (b.rpm, b.tpm, b.rpd) {
                     errors.push(format!(
                         "keys[{i}]: quota_group '{}' model '{}' has limits that differ from key '{}'",
@@ -158,25 +136,19 @@ impl KeyPool {
                 }
             }
         }
-        let models: std::collections::BTreeSet<&str> =
-            keys.iter().map(|k| k.model.as_str()).collect();
+        let models: std::collections::BTreeSet<&str> = keys.iter().map(|k| k.model.as_str()).collect();
         for (from, chain) in &raw.fallbacks {
             if !models.contains(from.as_str()) {
                 errors.push(format!("fallbacks.{from}: no key serves model '{from}'"));
             }
             for to in chain {
                 if !models.contains(to.as_str()) {
-                    errors.push(format!(
-                        "fallbacks.{from}: no key serves fallback model '{to}'"
-                    ));
+                    errors.push(format!("fallbacks.{from}: no key serves fallback model '{to}'"));
                 }
             }
         }
         if errors.is_empty() {
-            Ok(KeyPool {
-                keys,
-                fallbacks: raw.fallbacks,
-            })
+            Ok(KeyPool { keys, fallbacks: raw.fallbacks })
         } else {
             Err(errors)
         }
@@ -185,9 +157,7 @@ impl KeyPool {
     /// Active keys serving `model`, in file order.
     pub fn candidates(&self, model: &str) -> impl Iterator<Item = &KeyConfig> {
         let model = model.to_string();
-        self.keys
-            .iter()
-            .filter(move |k| k.active && k.model == model)
+        self.keys.iter().filter(move |k| k.active && k.model == model)
     }
 
     pub fn serves(&self, model: &str) -> bool {
@@ -195,8 +165,7 @@ impl KeyPool {
     }
 
     pub fn models(&self) -> Vec<String> {
-        let set: std::collections::BTreeSet<String> =
-            self.keys.iter().map(|k| k.model.clone()).collect();
+        let set: std::collections::BTreeSet<String> = self.keys.iter().map(|k| k.model.clone()).collect();
         set.into_iter().collect()
     }
 
@@ -228,16 +197,8 @@ impl KeyPool {
 /// then the upper-case form with `-` and `.` turned into `_`, because binding names may not
 /// contain `-`.
 pub fn secret_names(key_id: &str) -> [String; 2] {
-    let upper: String = key_id
-        .chars()
-        .map(|c| {
-            if c == '-' || c == '.' {
-                '_'
-            } else {
-                c.to_ascii_uppercase()
-            }
-        })
-        .collect();
+    let upper: String =
+        key_id.chars().map(|c| if c == '-' || c == '.' { '_' } else { c.to_ascii_uppercase() }).collect();
     [format!("API_KEY_{key_id}"), format!("API_KEY_{upper}")]
 }
 
@@ -280,6 +241,11 @@ pub struct Settings {
     pub backoff_base_ms: u64,
     pub backoff_cap_ms: u64,
     pub max_body_bytes: usize,
+    /// Stored history beyond this many (estimated) tokens is left out of the upstream request,
+    /// oldest first. `CONTEXT_BUDGET_TOKENS`.
+    pub context_budget_tokens: u64,
+    /// Clients and their token digests (`CLIENTS_JSON`).
+    pub clients: crate::auth::Clients,
 }
 
 impl Default for Settings {
@@ -301,6 +267,8 @@ impl Default for Settings {
             backoff_base_ms: 100,
             backoff_cap_ms: 2_000,
             max_body_bytes: 1 << 20,
+            context_budget_tokens: 900_000,
+            clients: crate::auth::Clients::default(),
         }
     }
 }
@@ -321,9 +289,7 @@ impl Settings {
             if let Some(v) = get(name) {
                 match v.trim().parse::<T>() {
                     Ok(n) if n >= min && n <= max => *slot = n,
-                    _ => errors.push(format!(
-                        "{name}: must be a number from {min} to {max}, got '{v}'"
-                    )),
+                    _ => errors.push(format!("{name}: must be a number from {min} to {max}, got '{v}'")),
                 }
             }
         }
@@ -331,107 +297,29 @@ impl Settings {
             match v.trim().to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => s.enabled = true,
                 "false" | "0" | "no" | "off" => s.enabled = false,
-                _ => errors.push(format!(
-                    "LLM_MULTI_KEY_ROUTER_ENABLED: must be true or false, got '{v}'"
-                )),
+                _ => errors.push(format!("LLM_MULTI_KEY_ROUTER_ENABLED: must be true or false, got '{v}'")),
             }
         }
-        num(
-            &get,
-            "USER_RPM_DEFAULT",
-            1,
-            1_000_000,
-            &mut s.user_rpm_default,
-            &mut errors,
-        );
-        num(
-            &get,
-            "USER_BURST_DEFAULT",
-            1,
-            1_000_000,
-            &mut s.user_burst_default,
-            &mut errors,
-        );
-        num(
-            &get,
-            "GLOBAL_RPM_MAX",
-            1,
-            100_000_000,
-            &mut s.global_rpm_max,
-            &mut errors,
-        );
-        num(
-            &get,
-            "GLOBAL_BURST_MAX",
-            1,
-            100_000_000,
-            &mut s.global_burst_max,
-            &mut errors,
-        );
-        num(
-            &get,
-            "CONVERSATION_TTL_SECONDS",
-            1,
-            31_536_000,
-            &mut s.conversation_ttl_seconds,
-            &mut errors,
-        );
-        num(
-            &get,
-            "MAX_ATTEMPTS",
-            1,
-            10,
-            &mut s.max_attempts,
-            &mut errors,
-        );
-        num(
-            &get,
-            "REQUEST_DEADLINE_MS",
-            100,
-            600_000,
-            &mut s.request_deadline_ms,
-            &mut errors,
-        );
-        num(
-            &get,
-            "UPSTREAM_TIMEOUT_MS",
-            100,
-            600_000,
-            &mut s.upstream_timeout_ms,
-            &mut errors,
-        );
-        num(
-            &get,
-            "QUOTA_WINDOW_MS",
-            60_000,
-            120_000,
-            &mut s.window_ms,
-            &mut errors,
-        );
-        num(
-            &get,
-            "BACKOFF_BASE_MS",
-            0,
-            60_000,
-            &mut s.backoff_base_ms,
-            &mut errors,
-        );
-        num(
-            &get,
-            "BACKOFF_CAP_MS",
-            0,
-            60_000,
-            &mut s.backoff_cap_ms,
-            &mut errors,
-        );
-        num(
-            &get,
-            "MAX_BODY_BYTES",
-            1024,
-            100 << 20,
-            &mut s.max_body_bytes,
-            &mut errors,
-        );
+        num(&get, "USER_RPM_DEFAULT", 1, 1_000_000, &mut s.user_rpm_default, &mut errors);
+        num(&get, "USER_BURST_DEFAULT", 1, 1_000_000, &mut s.user_burst_default, &mut errors);
+        num(&get, "GLOBAL_RPM_MAX", 1, 100_000_000, &mut s.global_rpm_max, &mut errors);
+        num(&get, "GLOBAL_BURST_MAX", 1, 100_000_000, &mut s.global_burst_max, &mut errors);
+        num(&get, "CONVERSATION_TTL_SECONDS", 1, 31_536_000, &mut s.conversation_ttl_seconds, &mut errors);
+        num(&get, "MAX_ATTEMPTS", 1, 10, &mut s.max_attempts, &mut errors);
+        num(&get, "REQUEST_DEADLINE_MS", 100, 600_000, &mut s.request_deadline_ms, &mut errors);
+        num(&get, "UPSTREAM_TIMEOUT_MS", 100, 600_000, &mut s.upstream_timeout_ms, &mut errors);
+        num(&get, "QUOTA_WINDOW_MS", 60_000, 120_000, &mut s.window_ms, &mut errors);
+        num(&get, "BACKOFF_BASE_MS", 0, 60_000, &mut s.backoff_base_ms, &mut errors);
+        num(&get, "BACKOFF_CAP_MS", 0, 60_000, &mut s.backoff_cap_ms, &mut errors);
+        num(&get, "MAX_BODY_BYTES", 1024, 100 << 20, &mut s.max_body_bytes, &mut errors);
+        num(&get, "CONTEXT_BUDGET_TOKENS", 100, 10_000_000, &mut s.context_budget_tokens, &mut errors);
+        match get("CLIENTS_JSON") {
+            Some(j) => match crate::auth::Clients::parse(&j) {
+                Ok(c) => s.clients = c,
+                Err(e) => errors.extend(e),
+            },
+            None => errors.push("CLIENTS_JSON: not set; no client could authenticate".into()),
+        }
         if let Some(v) = get("LOG_LEVEL") {
             s.log_level = match v.trim().to_ascii_uppercase().as_str() {
                 "DEBUG" => LogLevel::Debug,
@@ -439,9 +327,7 @@ impl Settings {
                 "WARN" | "WARNING" => LogLevel::Warn,
                 "ERROR" => LogLevel::Error,
                 _ => {
-                    errors.push(format!(
-                        "LOG_LEVEL: must be DEBUG, INFO, WARN or ERROR, got '{v}'"
-                    ));
+                    errors.push(format!("LOG_LEVEL: must be DEBUG, INFO, WARN or ERROR, got '{v}'"));
                     LogLevel::Info
                 }
             };
@@ -451,9 +337,7 @@ impl Settings {
                 "bytes" => Estimator::Bytes,
                 "chars4" => Estimator::Chars4,
                 _ => {
-                    errors.push(format!(
-                        "TOKEN_ESTIMATOR: must be 'bytes' or 'chars4', got '{v}'"
-                    ));
+                    errors.push(format!("TOKEN_ESTIMATOR: must be 'bytes' or 'chars4', got '{v}'"));
                     Estimator::Bytes
                 }
             };
@@ -463,9 +347,7 @@ impl Settings {
             if v.starts_with("https://") || v.starts_with("http://") {
                 s.gemini_base_url = v;
             } else {
-                errors.push(format!(
-                    "GEMINI_BASE_URL: must be an http(s) URL, got '{v}'"
-                ));
+                errors.push(format!("GEMINI_BASE_URL: must be an http(s) URL, got '{v}'"));
             }
         }
         if errors.is_empty() {
@@ -505,32 +387,19 @@ mod tests {
             {"key_id":"a","model_name":"m","rpm":0,"tpm":-5,"rpd":1},
             {"key_id":"a","model_name":"m","rpm":1,"tpm":1,"rpd":1}]}"#;
         let errs = KeyPool::parse(bad).unwrap_err();
-        assert!(
-            errs.contains(&"keys[0].rpm: must be > 0, got 0".to_string()),
-            "{errs:?}"
-        );
-        assert!(
-            errs.contains(&"keys[0].tpm: must be > 0, got -5".to_string()),
-            "{errs:?}"
-        );
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("keys[1].key_id: duplicate")),
-            "{errs:?}"
-        );
+        assert!(errs.contains(&"keys[0].rpm: must be > 0, got 0".to_string()), "{errs:?}");
+        assert!(errs.contains(&"keys[0].tpm: must be > 0, got -5".to_string()), "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("keys[1].key_id: duplicate")), "{errs:?}");
     }
 
     #[test]
     fn unknown_fields_and_bad_names_are_rejected() {
-        let errs = KeyPool::parse(
-            r#"{"keys":[{"key_id":"a","model_name":"m","rpm":1,"tpm":1,"rpd":1,"colour":"red"}]}"#,
-        )
-        .unwrap_err();
+        let errs =
+            KeyPool::parse(r#"{"keys":[{"key_id":"a","model_name":"m","rpm":1,"tpm":1,"rpd":1,"colour":"red"}]}"#)
+                .unwrap_err();
         assert!(errs[0].contains("unknown field `colour`"), "{errs:?}");
-        let errs = KeyPool::parse(
-            r#"{"keys":[{"key_id":"a:b*","model_name":"m","rpm":1,"tpm":1,"rpd":1}]}"#,
-        )
-        .unwrap_err();
+        let errs =
+            KeyPool::parse(r#"{"keys":[{"key_id":"a:b*","model_name":"m","rpm":1,"tpm":1,"rpd":1}]}"#).unwrap_err();
         assert!(errs[0].starts_with("keys[0].key_id"), "{errs:?}");
     }
 
@@ -540,10 +409,7 @@ mod tests {
             r#"{"keys":[{"key_id":"a","model_name":"m","rpm":1,"tpm":1,"rpd":1}],"fallbacks":{"m":["nope"]}}"#,
         )
         .unwrap_err();
-        assert_eq!(
-            errs,
-            vec!["fallbacks.m: no key serves fallback model 'nope'"]
-        );
+        assert_eq!(errs, vec!["fallbacks.m: no key serves fallback model 'nope'"]);
     }
 
     #[test]
@@ -558,35 +424,19 @@ mod tests {
 
     #[test]
     fn secret_names_cover_binding_safe_form() {
-        assert_eq!(
-            secret_names("gemini-flash-01"),
-            ["API_KEY_gemini-flash-01", "API_KEY_GEMINI_FLASH_01"]
-        );
+        assert_eq!(secret_names("gemini-flash-01"), ["API_KEY_gemini-flash-01", "API_KEY_GEMINI_FLASH_01"]);
     }
 
     #[test]
     fn settings_parse_and_report_every_bad_field() {
-        let vars = [
-            ("USER_RPM_DEFAULT", "5"),
-            ("LLM_MULTI_KEY_ROUTER_ENABLED", "false"),
-            ("LOG_LEVEL", "debug"),
-        ];
-        let s = Settings::from_lookup(|k| {
-            vars.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        })
-        .unwrap();
+        let vars = [("USER_RPM_DEFAULT", "5"), ("LLM_MULTI_KEY_ROUTER_ENABLED", "false"), ("LOG_LEVEL", "debug")];
+        let s = Settings::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).unwrap();
         assert_eq!(s.user_rpm_default, 5);
         assert!(!s.enabled);
         assert_eq!(s.log_level, LogLevel::Debug);
         let bad = [("USER_RPM_DEFAULT", "-1"), ("GEMINI_BASE_URL", "ftp://x")];
-        let errs = Settings::from_lookup(|k| {
-            bad.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        })
-        .unwrap_err();
+        let errs =
+            Settings::from_lookup(|k| bad.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).unwrap_err();
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(errs[0].starts_with("USER_RPM_DEFAULT"));
     }

@@ -3,6 +3,7 @@
 
 use crate::api::{self, Route};
 use crate::config::{KeyPool, LogLevel, Settings};
+use crate::conversations::{self, Conversations};
 use crate::error::RouterError;
 use crate::gemini::GenerateRequest;
 use crate::router::{Caller, Router, Runtime, Upstream, UpstreamError};
@@ -26,24 +27,17 @@ thread_local! {
 }
 
 fn lookup(env: &Env, name: &str) -> Option<String> {
-    env.secret(name)
-        .ok()
-        .map(|s| s.to_string())
-        .or_else(|| env.var(name).ok().map(|v| v.to_string()))
+    env.secret(name).ok().map(|s| s.to_string()).or_else(|| env.var(name).ok().map(|v| v.to_string()))
 }
 
 fn state(env: &Env) -> Rc<State> {
     if let Some(s) = STATE.with(|s| s.borrow().clone()) {
         return s;
     }
-    let keys_json =
-        lookup(env, "KEYS_JSON").unwrap_or_else(|| include_str!("../keys.json").to_string());
+    let keys_json = lookup(env, "KEYS_JSON").unwrap_or_else(|| include_str!("../keys.json").to_string());
     let pool = KeyPool::parse(&keys_json);
     let settings = Settings::from_lookup(|n| lookup(env, n));
-    let upstash = match (
-        lookup(env, "UPSTASH_REDIS_REST_URL"),
-        lookup(env, "UPSTASH_REDIS_REST_TOKEN"),
-    ) {
+    let upstash = match (lookup(env, "UPSTASH_REDIS_REST_URL"), lookup(env, "UPSTASH_REDIS_REST_TOKEN")) {
         (Some(u), Some(t)) if !u.is_empty() => Some((u.trim_end_matches('/').to_string(), t)),
         _ => None,
     };
@@ -54,31 +48,15 @@ fn state(env: &Env) -> Rc<State> {
             .keys
             .iter()
             .map(|k| {
-                let s = crate::config::secret_names(&k.key_id)
-                    .iter()
-                    .find_map(|n| lookup(env, n))
-                    .unwrap_or_default();
-                format!(
-                    "{}:{}:{}",
-                    k.key_id,
-                    s.len(),
-                    s.get(s.len().saturating_sub(4)..).unwrap_or("")
-                )
+                let s = crate::config::secret_names(&k.key_id).iter().find_map(|n| lookup(env, n)).unwrap_or_default();
+                format!("{}:{}:{}", k.key_id, s.len(), s.get(s.len().saturating_sub(4)..).unwrap_or(""))
             })
             .collect::<Vec<_>>()
             .join(","),
         Err(_) => String::new(),
     };
-    let fingerprint = pool
-        .as_ref()
-        .map(|p| p.fingerprint(&secrets_digest))
-        .unwrap_or_default();
-    let st = Rc::new(State {
-        pool,
-        settings,
-        upstash,
-        fingerprint,
-    });
+    let fingerprint = pool.as_ref().map(|p| p.fingerprint(&secrets_digest)).unwrap_or_default();
+    let st = Rc::new(State { pool, settings, upstash, fingerprint });
     STATE.with(|s| *s.borrow_mut() = Some(st.clone()));
     st
 }
@@ -104,13 +82,8 @@ pub fn upstash_request(url: &str, token: &str, path: &str, body: String) -> Resu
     headers.set("authorization", &format!("Bearer {token}"))?;
     headers.set("content-type", "application/json")?;
     let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(body.into()));
-    Request::new_with_init(
-        &format!("{url}{}", if path == "/" { "" } else { path }),
-        &init,
-    )
+    init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
+    Request::new_with_init(&format!("{url}{}", if path == "/" { "" } else { path }), &init)
 }
 
 /// The Gemini `generateContent` request, authenticated with `x-goog-api-key` (never `?key=`,
@@ -120,13 +93,8 @@ pub fn gemini_request(base: &str, model: &str, api_key: &str, body: String) -> R
     headers.set("x-goog-api-key", api_key)?;
     headers.set("content-type", "application/json")?;
     let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(body.into()));
-    Request::new_with_init(
-        &format!("{base}/v1beta/models/{model}:generateContent"),
-        &init,
-    )
+    init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
+    Request::new_with_init(&format!("{base}/v1beta/models/{model}:generateContent"), &init)
 }
 
 /// Reads a whole response into an [`HttpReply`].
@@ -152,8 +120,8 @@ async fn send_with_timeout(req: Request, timeout_ms: u64) -> Result<Option<HttpR
 
 impl Transport for FetchTransport {
     async fn post(&self, path: &str, body: String) -> std::result::Result<HttpReply, StoreError> {
-        let req = upstash_request(&self.url, &self.token, path, body)
-            .map_err(|e| StoreError::Transport(e.to_string()))?;
+        let req =
+            upstash_request(&self.url, &self.token, path, body).map_err(|e| StoreError::Transport(e.to_string()))?;
         match send_with_timeout(req, self.timeout_ms).await {
             Ok(Some(r)) => Ok(r),
             Ok(None) => Err(StoreError::Timeout),
@@ -174,8 +142,8 @@ impl Upstream for FetchUpstream {
         body: String,
         timeout_ms: u64,
     ) -> std::result::Result<HttpReply, UpstreamError> {
-        let req = gemini_request(&self.base, model, api_key, body)
-            .map_err(|e| UpstreamError::Transport(e.to_string()))?;
+        let req =
+            gemini_request(&self.base, model, api_key, body).map_err(|e| UpstreamError::Transport(e.to_string()))?;
         match send_with_timeout(req, timeout_ms).await {
             Ok(Some(r)) => Ok(r),
             Ok(None) => Err(UpstreamError::Timeout),
@@ -210,9 +178,7 @@ fn json_response(status: u16, body: &Value) -> Result<Response> {
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
     headers.set("cache-control", "no-store")?;
-    Ok(Response::from_bytes(body.to_string().into_bytes())?
-        .with_status(status)
-        .with_headers(headers))
+    Ok(Response::from_bytes(body.to_string().into_bytes())?.with_status(status).with_headers(headers))
 }
 
 fn error_response(e: &RouterError) -> Result<Response> {
@@ -220,19 +186,11 @@ fn error_response(e: &RouterError) -> Result<Response> {
     if let Some(s) = e.retry_after_secs() {
         resp.headers_mut().set("retry-after", &s.to_string())?;
     }
-    if let RouterError::NoCapacity {
-        bucket: Some((limit, remaining)),
-        retry_after_ms,
-        ..
-    } = e
-    {
+    if let RouterError::NoCapacity { bucket: Some((limit, remaining)), retry_after_ms, .. } = e {
         let h = resp.headers_mut();
         h.set("x-ratelimit-limit", &limit.to_string())?;
         h.set("x-ratelimit-remaining", &remaining.to_string())?;
-        h.set(
-            "x-ratelimit-reset",
-            &retry_after_ms.unwrap_or(0).div_ceil(1000).to_string(),
-        )?;
+        h.set("x-ratelimit-reset", &retry_after_ms.unwrap_or(0).div_ceil(1000).to_string())?;
     }
     Ok(resp)
 }
@@ -245,27 +203,43 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let method = req.method().to_string();
     let path = req.path();
     let result = handle(&mut req, &env, &st, &method, &path, started).await;
-    let level = st
-        .settings
-        .as_ref()
-        .map(|s| s.log_level.clone())
-        .unwrap_or(LogLevel::Info);
+    let level = st.settings.as_ref().map(|s| s.log_level.clone()).unwrap_or(LogLevel::Info);
     let (resp, status, code) = match result {
         Ok((r, status)) => (Ok(r), status, None),
         Err(e) => (error_response(&e), e.status(), Some(e.code())),
     };
     log(
-        if status >= 500 {
-            LogLevel::Error
-        } else {
-            LogLevel::Info
-        },
+        if status >= 500 { LogLevel::Error } else { LogLevel::Info },
         &level,
         "request",
         json!({"method": method, "path": crate::log::safe_path(&path), "status": status, "code": code,
                "duration_ms": Date::now().as_millis().saturating_sub(started)}),
     );
     resp
+}
+
+fn ok_json(status: u16, body: &Value) -> std::result::Result<(Response, u16), RouterError> {
+    let r = json_response(status, body)
+        .map_err(|e| RouterError::Internal { message: format!("response building failed: {e}") })?;
+    Ok((r, status))
+}
+
+/// Reads and checks a JSON body: declared length, content type, size, UTF-8, syntax.
+async fn read_json(req: &mut Request, settings: &Settings) -> std::result::Result<Value, RouterError> {
+    let ct = req.headers().get("content-type").ok().flatten();
+    if let Some(len) = req.headers().get("content-length").ok().flatten().and_then(|l| l.parse::<usize>().ok()) {
+        if len > settings.max_body_bytes {
+            return Err(RouterError::PayloadTooLarge { limit: settings.max_body_bytes });
+        }
+    }
+    let bytes = req.bytes().await.map_err(|_| RouterError::bad_request("invalid_body", "could not read body"))?;
+    api::parse_json_body(ct.as_deref(), &bytes, settings.max_body_bytes)
+}
+
+fn new_conversation_id() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("crypto.getRandomValues is available in workers");
+    crate::ids::conversation_id_from(b)
 }
 
 async fn handle(
@@ -276,120 +250,139 @@ async fn handle(
     path: &str,
     started: u64,
 ) -> std::result::Result<(Response, u16), RouterError> {
-    let _ = env;
-    let internal = |e: worker::Error| RouterError::Internal {
-        message: format!("response building failed: {e}"),
-    };
-    match api::route(method, path) {
-        Route::NotFound => Err(RouterError::NotFound {
-            code: "not_found",
-            message: format!("no route for {path}"),
-        }),
-        Route::MethodNotAllowed { allowed } => Err(RouterError::MethodNotAllowed { allowed }),
-        Route::Health => {
-            let (body, status) = health(st).await;
-            Ok((json_response(status, &body).map_err(internal)?, status))
+    let route = api::route(method, path);
+    match &route {
+        Route::NotFound => {
+            return Err(RouterError::NotFound { code: "not_found", message: "no such route".into() });
         }
-        Route::Stats => Err(RouterError::NotFound {
-            code: "not_found",
-            message: "stats are not implemented yet".into(),
-        }),
+        Route::MethodNotAllowed { allowed } => return Err(RouterError::MethodNotAllowed { allowed }),
+        Route::BadConversationId => {
+            return Err(RouterError::bad_request("invalid_conversation_id", "conversation id is malformed"));
+        }
+        _ => {}
+    }
+    let token = {
+        let h = req.headers();
+        let auth = h.get("authorization").ok().flatten();
+        let goog = h.get("x-goog-api-key").ok().flatten();
+        crate::auth::extract_token(auth.as_deref(), goog.as_deref()).map(str::to_string)
+    };
+    let client = match (&st.settings, &token) {
+        (Ok(s), Some(t)) => s.clients.authenticate(t).cloned(),
+        _ => None,
+    };
+    if route == Route::Health {
+        let (body, status) = health(st, client.is_some()).await;
+        return ok_json(status, &body);
+    }
+    let settings = st.settings.as_ref().map_err(|e| RouterError::ConfigInvalid { errors: e.clone() })?;
+    let client = client.ok_or(RouterError::Unauthorized)?;
+    if let Some(missing) = route.scopes().iter().find(|s| !client.has(**s)) {
+        return Err(RouterError::Forbidden { scope: missing.as_str() });
+    }
+    let pool = st.pool.as_ref().map_err(|e| RouterError::ConfigInvalid { errors: e.clone() })?;
+    let (url, token) = st.upstash.clone().ok_or_else(|| RouterError::ConfigInvalid {
+        errors: vec!["UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN must be set".into()],
+    })?;
+    let store = Upstash::new(FetchTransport { url, token, timeout_ms: 5_000 });
+    let convs = Conversations { store: &store, ttl_s: settings.conversation_ttl_seconds };
+    let query = req.url().ok().and_then(|u| u.query().map(str::to_string)).unwrap_or_default();
+    let caller = Caller {
+        client_id: client.id.clone(),
+        rpm: client.rpm.unwrap_or(settings.user_rpm_default),
+        burst: client.burst.unwrap_or(settings.user_burst_default),
+    };
+    let gen = match route {
         Route::Generate => {
-            let settings = st
-                .settings
-                .as_ref()
-                .map_err(|e| RouterError::ConfigInvalid { errors: e.clone() })?;
-            let pool = st
-                .pool
-                .as_ref()
-                .map_err(|e| RouterError::ConfigInvalid { errors: e.clone() })?;
             if !settings.enabled {
                 return Err(RouterError::RouterDisabled);
             }
-            let (url, token) = st
-                .upstash
-                .clone()
-                .ok_or_else(|| RouterError::ConfigInvalid {
-                    errors: vec![
-                        "UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN must be set".into(),
-                    ],
-                })?;
-            let ct = req.headers().get("content-type").ok().flatten();
-            if let Some(len) = req
-                .headers()
-                .get("content-length")
-                .ok()
-                .flatten()
-                .and_then(|l| l.parse::<usize>().ok())
-            {
-                if len > settings.max_body_bytes {
-                    return Err(RouterError::PayloadTooLarge {
-                        limit: settings.max_body_bytes,
-                    });
+            let body = read_json(req, settings).await?;
+            let conv_id = match body.get("conversation_id") {
+                Some(Value::String(id)) if !crate::ids::valid_conversation_id(id) => {
+                    return Err(RouterError::bad_request("invalid_conversation_id", "conversation_id is malformed"));
+                }
+                Some(Value::String(id)) if body.get("model").is_none() => Some(id.clone()),
+                _ => None,
+            };
+            let default_model = match conv_id {
+                Some(id) => convs.default_model(&id, &caller.client_id).await?,
+                None => None,
+            };
+            GenerateRequest::parse(&body, default_model.as_deref())?
+        }
+        Route::ConvSend(id) => {
+            if !settings.enabled {
+                return Err(RouterError::RouterDisabled);
+            }
+            let body = read_json(req, settings).await?;
+            let default_model = if body.get("model").is_none() {
+                convs.default_model(&id, &caller.client_id).await?
+            } else {
+                None
+            };
+            let default_model = default_model.or_else(|| pool.models().into_iter().next());
+            conversations::parse_message(&body, &id, default_model)?
+        }
+        Route::ConvCreate => {
+            let body = read_json(req, settings).await?;
+            let create = conversations::CreateRequest::parse(&body)?;
+            if let Some(m) = &create.model {
+                if !pool.serves(m) {
+                    return Err(RouterError::UnknownModel { model: m.clone() });
                 }
             }
-            let bytes = req
-                .bytes()
-                .await
-                .map_err(|_| RouterError::bad_request("invalid_body", "could not read body"))?;
-            let body = api::parse_json_body(ct.as_deref(), &bytes, settings.max_body_bytes)?;
-            let gen = GenerateRequest::parse(&body, None)?;
-            if let Some(id) = &gen.conversation_id {
-                if !crate::ids::valid_conversation_id(id) {
-                    return Err(RouterError::bad_request(
-                        "invalid_conversation_id",
-                        "conversation_id is malformed",
-                    ));
-                }
+            let id = new_conversation_id();
+            let v = convs.create(&id, &caller.client_id, &create, Date::now().as_millis()).await?;
+            return ok_json(201, &v);
+        }
+        Route::ConvGet(id) => return ok_json(200, &convs.get(&id, &caller.client_id).await?),
+        Route::ConvDelete(id) => return ok_json(200, &convs.delete(&id, &caller.client_id).await?),
+        Route::ConvMessages(id) => {
+            let (offset, limit) = conversations::page(&query)?;
+            return ok_json(200, &convs.messages(&id, &caller.client_id, offset, limit).await?);
+        }
+        Route::ConvList => {
+            let (offset, limit) = conversations::page(&query)?;
+            return ok_json(200, &convs.list(&caller.client_id, offset, limit).await?);
+        }
+        Route::Stats => {
+            return Err(RouterError::NotFound { code: "not_found", message: "stats are not implemented yet".into() })
+        }
+        Route::Health | Route::NotFound | Route::MethodNotAllowed { .. } | Route::BadConversationId => {
+            return Err(RouterError::Internal { message: "route handled above".into() })
+        }
+    };
+    let upstream = FetchUpstream { base: settings.gemini_base_url.clone() };
+    let secret = |n: &str| lookup(env, n);
+    let router = Router {
+        pool,
+        settings,
+        store: &store,
+        upstream: &upstream,
+        rt: &WorkerRuntime,
+        secret: &secret,
+        cfg_fingerprint: st.fingerprint.clone(),
+    };
+    match router.generate(&gen, &caller).await {
+        Ok(s) => {
+            for a in &s.attempts {
+                log(LogLevel::Debug, &settings.log_level, "attempt", json!(a));
             }
-            let store = Upstash::new(FetchTransport {
-                url,
-                token,
-                timeout_ms: 5_000,
-            });
-            let upstream = FetchUpstream {
-                base: settings.gemini_base_url.clone(),
-            };
-            let secret = |n: &str| lookup(env, n);
-            let router = Router {
-                pool,
-                settings,
-                store: &store,
-                upstream: &upstream,
-                rt: &WorkerRuntime,
-                secret: &secret,
-                cfg_fingerprint: st.fingerprint.clone(),
-            };
-            let caller = Caller {
-                client_id: "default".into(),
-                rpm: settings.user_rpm_default,
-                burst: settings.user_burst_default,
-            };
-            match router.generate(&gen, &caller).await {
-                Ok(s) => {
-                    for a in &s.attempts {
-                        log(LogLevel::Debug, &settings.log_level, "attempt", json!(a));
-                    }
-                    let body = api::generate_response(
-                        &s,
-                        Date::now().as_millis() - started,
-                        gen.conversation_id.as_deref(),
-                    );
-                    Ok((json_response(200, &body).map_err(internal)?, 200))
-                }
-                Err(f) => {
-                    for a in &f.attempts {
-                        log(LogLevel::Info, &settings.log_level, "attempt", json!(a));
-                    }
-                    Err(f.error)
-                }
+            let body = api::generate_response(&s, Date::now().as_millis() - started, gen.conversation_id.as_deref());
+            ok_json(200, &body)
+        }
+        Err(f) => {
+            for a in &f.attempts {
+                log(LogLevel::Info, &settings.log_level, "attempt", json!(a));
             }
+            Err(f.error)
         }
     }
 }
 
 /// `/health`: config, a real Redis round trip with its latency, and the kill switch.
-async fn health(st: &State) -> (Value, u16) {
+async fn health(st: &State, details: bool) -> (Value, u16) {
     let mut healthy = true;
     let config = match (&st.pool, &st.settings) {
         (Ok(_), Ok(_)) => json!({"healthy": true}),
@@ -411,11 +404,7 @@ async fn health(st: &State) -> (Value, u16) {
             json!({"healthy": false, "error": "UPSTASH_REDIS_REST_URL / UPSTASH_REDIS_REST_TOKEN not set"})
         }
         Some((url, token)) => {
-            let store = Upstash::new(FetchTransport {
-                url: url.clone(),
-                token: token.clone(),
-                timeout_ms: 2_000,
-            });
+            let store = Upstash::new(FetchTransport { url: url.clone(), token: token.clone(), timeout_ms: 2_000 });
             let t0 = Date::now().as_millis();
             match store.command(&["PING".to_string()]).await {
                 Ok(v) if v == "PONG" => {
@@ -443,6 +432,10 @@ async fn health(st: &State) -> (Value, u16) {
         }
         Err(_) => json!(null),
     };
+    if !details {
+        // Without a token only the verdict is shown.
+        return (json!({"status": if healthy { "healthy" } else { "unhealthy" }}), if healthy { 200 } else { 503 });
+    }
     let body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "router_enabled": enabled,

@@ -108,10 +108,7 @@ pub enum RouterError {
 
 impl RouterError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        RouterError::BadRequest {
-            code,
-            message: message.into(),
-        }
+        RouterError::BadRequest { code, message: message.into() }
     }
 
     pub fn status(&self) -> u16 {
@@ -176,9 +173,7 @@ impl RouterError {
 
     pub fn message(&self) -> String {
         match self {
-            RouterError::BadRequest { message, .. } | RouterError::NotFound { message, .. } => {
-                message.clone()
-            }
+            RouterError::BadRequest { message, .. } | RouterError::NotFound { message, .. } => message.clone(),
             RouterError::PayloadTooLarge { limit } => format!("request body exceeds {limit} bytes"),
             RouterError::UnsupportedMediaType => "content-type must be application/json".into(),
             RouterError::MethodNotAllowed { allowed } => {
@@ -193,20 +188,14 @@ impl RouterError {
                 format!("no capacity: {} limit reached", limit.as_str())
             }
             RouterError::PromptTooLarge { estimate } => {
-                format!(
-                    "prompt (~{estimate} input tokens) exceeds every key's tokens-per-minute limit"
-                )
+                format!("prompt (~{estimate} input tokens) exceeds every key's tokens-per-minute limit")
             }
             RouterError::UpstreamRejected { message, .. } => message.clone(),
             RouterError::UpstreamUnavailable { message } => message.clone(),
             RouterError::UpstreamTimeout => "upstream did not answer before the deadline".into(),
             RouterError::ConversationNotFound => "conversation not found or expired".into(),
-            RouterError::ConversationBusy => {
-                "another message to this conversation is in progress".into()
-            }
-            RouterError::RouterDisabled => {
-                "the router is disabled (LLM_MULTI_KEY_ROUTER_ENABLED=false)".into()
-            }
+            RouterError::ConversationBusy => "another message to this conversation is in progress".into(),
+            RouterError::RouterDisabled => "the router is disabled (LLM_MULTI_KEY_ROUTER_ENABLED=false)".into(),
             RouterError::StoreUnavailable { message } => {
                 format!("state store unavailable: {message}")
             }
@@ -220,10 +209,7 @@ impl RouterError {
     /// Seconds for a `Retry-After` header, when the error has one.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            RouterError::NoCapacity {
-                retry_after_ms: Some(ms),
-                ..
-            } => Some(ms.div_ceil(1000).max(1)),
+            RouterError::NoCapacity { retry_after_ms: Some(ms), .. } => Some(ms.div_ceil(1000).max(1)),
             RouterError::ConversationBusy | RouterError::StoreUnavailable { .. } => Some(1),
             _ => None,
         }
@@ -237,12 +223,7 @@ impl RouterError {
             "status": self.status(),
             "retryable": self.retryable(),
         });
-        if let RouterError::NoCapacity {
-            limit,
-            retry_after_ms,
-            ..
-        } = self
-        {
+        if let RouterError::NoCapacity { limit, retry_after_ms, .. } = self {
             err["limit"] = json!(limit.as_str());
             if let Some(ms) = retry_after_ms {
                 err["retry_after_ms"] = json!(ms);
@@ -269,11 +250,7 @@ mod tests {
 
     #[test]
     fn no_capacity_is_429_with_limit_and_retry_after() {
-        let e = RouterError::NoCapacity {
-            limit: LimitKind::Rpm,
-            retry_after_ms: Some(1200),
-            bucket: None,
-        };
+        let e = RouterError::NoCapacity { limit: LimitKind::Rpm, retry_after_ms: Some(1200), bucket: None };
         assert_eq!(e.status(), 429);
         assert_eq!(e.retry_after_secs(), Some(2));
         let j = e.to_json();
@@ -298,20 +275,8 @@ mod tests {
         for c in cases {
             assert!((400..500).contains(&c.status()), "{c:?}");
         }
-        assert_eq!(
-            RouterError::Internal {
-                message: "bug".into()
-            }
-            .status(),
-            500
-        );
-        assert_eq!(
-            RouterError::StoreUnavailable {
-                message: "down".into()
-            }
-            .status(),
-            503
-        );
+        assert_eq!(RouterError::Internal { message: "bug".into() }.status(), 500);
+        assert_eq!(RouterError::StoreUnavailable { message: "down".into() }.status(), 503);
     }
 
     #[test]

@@ -20,21 +20,9 @@ impl Usage {
         if !m.is_object() {
             return None;
         }
-        let (input, output, thoughts) = (
-            n("promptTokenCount"),
-            n("candidatesTokenCount"),
-            n("thoughtsTokenCount"),
-        );
-        let total = m
-            .get("totalTokenCount")
-            .and_then(Value::as_u64)
-            .unwrap_or(input + output + thoughts);
-        Some(Usage {
-            input,
-            output,
-            thoughts,
-            total,
-        })
+        let (input, output, thoughts) = (n("promptTokenCount"), n("candidatesTokenCount"), n("thoughtsTokenCount"));
+        let total = m.get("totalTokenCount").and_then(Value::as_u64).unwrap_or(input + output + thoughts);
+        Some(Usage { input, output, thoughts, total })
     }
 }
 
@@ -64,9 +52,7 @@ pub fn parse_reply(body: &Value) -> Reply {
         text,
         finish_reason: cand["finishReason"].as_str().map(str::to_string),
         usage: Usage::from_metadata(&body["usageMetadata"]),
-        block_reason: body["promptFeedback"]["blockReason"]
-            .as_str()
-            .map(str::to_string),
+        block_reason: body["promptFeedback"]["blockReason"].as_str().map(str::to_string),
         model_version: body["modelVersion"].as_str().map(str::to_string),
     }
 }
@@ -99,46 +85,23 @@ pub fn classify(status: u16, body: &str) -> UpstreamOutcome {
     let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     let err = &v["error"];
     let gstatus = err["status"].as_str().unwrap_or("");
-    let reasons: Vec<&str> = err["details"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d["reason"].as_str())
-        .collect();
+    let reasons: Vec<&str> =
+        err["details"].as_array().into_iter().flatten().filter_map(|d| d["reason"].as_str()).collect();
     match status {
         429 => UpstreamOutcome::RateLimited(classify_429(body)),
         500 | 502 | 503 | 504 => UpstreamOutcome::Transient { status },
-        401 => UpstreamOutcome::KeyRejected {
-            reason: "401 UNAUTHENTICATED".into(),
-        },
+        401 => UpstreamOutcome::KeyRejected { reason: "401 UNAUTHENTICATED".into() },
         403 => UpstreamOutcome::KeyRejected {
-            reason: format!(
-                "403 {}",
-                if gstatus.is_empty() {
-                    "FORBIDDEN"
-                } else {
-                    gstatus
-                }
-            ),
+            reason: format!("403 {}", if gstatus.is_empty() { "FORBIDDEN" } else { gstatus }),
         },
         400 if reasons.iter().any(|r| r.starts_with("API_KEY_")) => UpstreamOutcome::KeyRejected {
-            reason: format!(
-                "400 {}",
-                reasons.iter().find(|r| r.starts_with("API_KEY_")).unwrap()
-            ),
+            reason: format!("400 {}", reasons.iter().find(|r| r.starts_with("API_KEY_")).unwrap()),
         },
         _ => {
-            let mut message = err["message"]
-                .as_str()
-                .unwrap_or("upstream rejected the request")
-                .to_string();
+            let mut message = err["message"].as_str().unwrap_or("upstream rejected the request").to_string();
             message.truncate(500);
             // Only client-class statuses are passed through; anything odd becomes a 502.
-            let status = if (400..500).contains(&status) {
-                status
-            } else {
-                502
-            };
+            let status = if (400..500).contains(&status) { status } else { 502 };
             UpstreamOutcome::ClientError { status, message }
         }
     }
@@ -163,41 +126,25 @@ fn field_err(code: &'static str, msg: impl Into<String>) -> RouterError {
 
 /// Checks one `contents` entry: `{role: user|model, parts: [{text}]}` with non-empty text.
 pub fn validate_content(c: &Value, at: &str) -> Result<(), RouterError> {
-    let obj = c
-        .as_object()
-        .ok_or_else(|| field_err("invalid_field", format!("{at}: must be an object")))?;
+    let obj = c.as_object().ok_or_else(|| field_err("invalid_field", format!("{at}: must be an object")))?;
     match obj.get("role").and_then(Value::as_str) {
         Some("user") | Some("model") | None => {}
-        Some(r) => {
-            return Err(field_err(
-                "invalid_field",
-                format!("{at}.role: must be 'user' or 'model', got '{r}'"),
-            ))
-        }
+        Some(r) => return Err(field_err("invalid_field", format!("{at}.role: must be 'user' or 'model', got '{r}'"))),
     }
     let parts = obj
         .get("parts")
         .and_then(Value::as_array)
         .ok_or_else(|| field_err("invalid_field", format!("{at}.parts: must be an array")))?;
     if parts.is_empty() {
-        return Err(field_err(
-            "empty_message",
-            format!("{at}.parts: must not be empty"),
-        ));
+        return Err(field_err("empty_message", format!("{at}.parts: must not be empty")));
     }
     for (i, p) in parts.iter().enumerate() {
         if !p.is_object() {
-            return Err(field_err(
-                "invalid_field",
-                format!("{at}.parts[{i}]: must be an object"),
-            ));
+            return Err(field_err("invalid_field", format!("{at}.parts[{i}]: must be an object")));
         }
         if let Some(t) = p.get("text") {
             if !t.is_string() {
-                return Err(field_err(
-                    "invalid_field",
-                    format!("{at}.parts[{i}].text: must be a string"),
-                ));
+                return Err(field_err("invalid_field", format!("{at}.parts[{i}].text: must be a string")));
             }
         }
     }
@@ -206,13 +153,8 @@ pub fn validate_content(c: &Value, at: &str) -> Result<(), RouterError> {
 
 impl GenerateRequest {
     /// Parses and validates a `/v1/generate` body. `default_model` applies when `model` is absent.
-    pub fn parse(
-        body: &Value,
-        default_model: Option<&str>,
-    ) -> Result<GenerateRequest, RouterError> {
-        let obj = body
-            .as_object()
-            .ok_or_else(|| field_err("invalid_body", "request body must be a JSON object"))?;
+    pub fn parse(body: &Value, default_model: Option<&str>) -> Result<GenerateRequest, RouterError> {
+        let obj = body.as_object().ok_or_else(|| field_err("invalid_body", "request body must be a JSON object"))?;
         const KNOWN: [&str; 9] = [
             "prompt",
             "contents",
@@ -229,10 +171,7 @@ impl GenerateRequest {
         }
         let contents = match (obj.get("prompt"), obj.get("contents")) {
             (Some(_), Some(_)) => {
-                return Err(field_err(
-                    "invalid_body",
-                    "give either 'prompt' or 'contents', not both",
-                ))
+                return Err(field_err("invalid_body", "give either 'prompt' or 'contents', not both"))
             }
             (Some(Value::String(p)), None) => {
                 if p.trim().is_empty() {
@@ -258,50 +197,28 @@ impl GenerateRequest {
                     })
                     .collect()
             }
-            (None, Some(_)) => {
-                return Err(field_err("invalid_field", "contents: must be an array"))
-            }
-            (None, None) => {
-                return Err(field_err(
-                    "missing_field",
-                    "one of 'prompt' or 'contents' is required",
-                ))
-            }
+            (None, Some(_)) => return Err(field_err("invalid_field", "contents: must be an array")),
+            (None, None) => return Err(field_err("missing_field", "one of 'prompt' or 'contents' is required")),
         };
         let model = match obj.get("model") {
             Some(Value::String(m)) if !m.is_empty() => m.clone(),
-            Some(Value::Null) | None => default_model
-                .map(str::to_string)
-                .ok_or_else(|| field_err("missing_field", "model: is required"))?,
-            Some(_) => {
-                return Err(field_err(
-                    "invalid_field",
-                    "model: must be a non-empty string",
-                ))
+            Some(Value::Null) | None => {
+                default_model.map(str::to_string).ok_or_else(|| field_err("missing_field", "model: is required"))?
             }
+            Some(_) => return Err(field_err("invalid_field", "model: must be a non-empty string")),
         };
         let temperature = match obj.get("temperature") {
             None | Some(Value::Null) => None,
             Some(v) => match v.as_f64() {
                 Some(t) if (0.0..=2.0).contains(&t) => Some(t),
-                _ => {
-                    return Err(field_err(
-                        "invalid_field",
-                        "temperature: must be a number from 0 to 2",
-                    ))
-                }
+                _ => return Err(field_err("invalid_field", "temperature: must be a number from 0 to 2")),
             },
         };
         let max_output_tokens = match obj.get("max_output_tokens") {
             None | Some(Value::Null) => None,
             Some(v) => match v.as_u64() {
                 Some(n) if (1..=1_000_000).contains(&n) => Some(n),
-                _ => {
-                    return Err(field_err(
-                        "invalid_field",
-                        "max_output_tokens: must be an integer from 1 to 1000000",
-                    ))
-                }
+                _ => return Err(field_err("invalid_field", "max_output_tokens: must be an integer from 1 to 1000000")),
             },
         };
         let system = match obj.get("system") {
@@ -312,22 +229,12 @@ impl GenerateRequest {
         let conversation_id = match obj.get("conversation_id") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => {
-                return Err(field_err(
-                    "invalid_field",
-                    "conversation_id: must be a string",
-                ))
-            }
+            Some(_) => return Err(field_err("invalid_field", "conversation_id: must be a string")),
         };
         let allow_fallback = match obj.get("allow_fallback") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
-            Some(_) => {
-                return Err(field_err(
-                    "invalid_field",
-                    "allow_fallback: must be a boolean",
-                ))
-            }
+            Some(_) => return Err(field_err("invalid_field", "allow_fallback: must be a boolean")),
         };
         if let Some(s) = obj.get("stream") {
             if s != &Value::Bool(false) && s != &Value::Null {
@@ -337,15 +244,7 @@ impl GenerateRequest {
                 ));
             }
         }
-        Ok(GenerateRequest {
-            model,
-            contents,
-            system,
-            temperature,
-            max_output_tokens,
-            conversation_id,
-            allow_fallback,
-        })
+        Ok(GenerateRequest { model, contents, system, temperature, max_output_tokens, conversation_id, allow_fallback })
     }
 
     /// The upstream `generateContent` body: history (already trimmed) followed by the new turns.
@@ -383,10 +282,7 @@ mod tests {
         )
         .unwrap();
         let g = r.to_gemini(&[]);
-        assert_eq!(
-            g["contents"][0]["parts"][0]["text"],
-            "Say 'X' and nothing else."
-        );
+        assert_eq!(g["contents"][0]["parts"][0]["text"], "Say 'X' and nothing else.");
         assert_eq!(g["contents"][0]["role"], "user");
         assert_eq!(g["generationConfig"]["temperature"], 0.1);
         assert_eq!(g["systemInstruction"]["parts"][0]["text"], "s");
@@ -399,27 +295,12 @@ mod tests {
             (json!({"model": "m"}), "missing_field"),
             (json!({"prompt": "", "model": "m"}), "empty_message"),
             (json!({"prompt": 5, "model": "m"}), "invalid_field"),
-            (
-                json!({"prompt": "x", "model": "m", "temperature": -1}),
-                "invalid_field",
-            ),
-            (
-                json!({"prompt": "x", "model": "m", "temperature": 1e308}),
-                "invalid_field",
-            ),
-            (
-                json!({"prompt": "x", "model": "m", "max_output_tokens": -3}),
-                "invalid_field",
-            ),
-            (
-                json!({"prompt": "x", "model": "m", "bogus": 1}),
-                "unknown_field",
-            ),
+            (json!({"prompt": "x", "model": "m", "temperature": -1}), "invalid_field"),
+            (json!({"prompt": "x", "model": "m", "temperature": 1e308}), "invalid_field"),
+            (json!({"prompt": "x", "model": "m", "max_output_tokens": -3}), "invalid_field"),
+            (json!({"prompt": "x", "model": "m", "bogus": 1}), "unknown_field"),
             (json!({"contents": [], "model": "m"}), "empty_message"),
-            (
-                json!({"contents": [{"role": "system", "parts": [{"text": "x"}]}], "model": "m"}),
-                "invalid_field",
-            ),
+            (json!({"contents": [{"role": "system", "parts": [{"text": "x"}]}], "model": "m"}), "invalid_field"),
             (json!({"prompt": "x"}), "missing_field"),
         ];
         for (body, code) in cases {
@@ -435,53 +316,23 @@ mod tests {
             "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 39, "thoughtsTokenCount": 186, "totalTokenCount": 230}});
         let r = parse_reply(&body);
         assert_eq!(r.text, "4");
-        assert_eq!(
-            r.usage,
-            Some(Usage {
-                input: 5,
-                output: 39,
-                thoughts: 186,
-                total: 230
-            })
-        );
+        assert_eq!(r.usage, Some(Usage { input: 5, output: 39, thoughts: 186, total: 230 }));
     }
 
     #[test]
     fn classifies_upstream_errors() {
         let invalid = r#"{"error":{"code":400,"status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}"#;
-        assert_eq!(
-            classify(400, invalid),
-            UpstreamOutcome::KeyRejected {
-                reason: "400 API_KEY_INVALID".into()
-            }
-        );
+        assert_eq!(classify(400, invalid), UpstreamOutcome::KeyRejected { reason: "400 API_KEY_INVALID".into() });
         assert_eq!(
             classify(403, r#"{"error":{"status":"PERMISSION_DENIED"}}"#),
-            UpstreamOutcome::KeyRejected {
-                reason: "403 PERMISSION_DENIED".into()
-            }
+            UpstreamOutcome::KeyRejected { reason: "403 PERMISSION_DENIED".into() }
         );
+        assert_eq!(classify(503, "{}"), UpstreamOutcome::Transient { status: 503 });
+        assert_eq!(classify(500, ""), UpstreamOutcome::Transient { status: 500 });
+        assert!(matches!(classify(429, "{}"), UpstreamOutcome::RateLimited(Cooldown::Unknown)));
         assert_eq!(
-            classify(503, "{}"),
-            UpstreamOutcome::Transient { status: 503 }
-        );
-        assert_eq!(
-            classify(500, ""),
-            UpstreamOutcome::Transient { status: 500 }
-        );
-        assert!(matches!(
-            classify(429, "{}"),
-            UpstreamOutcome::RateLimited(Cooldown::Unknown)
-        ));
-        assert_eq!(
-            classify(
-                400,
-                r#"{"error":{"message":"bad temp","status":"INVALID_ARGUMENT"}}"#
-            ),
-            UpstreamOutcome::ClientError {
-                status: 400,
-                message: "bad temp".into()
-            }
+            classify(400, r#"{"error":{"message":"bad temp","status":"INVALID_ARGUMENT"}}"#),
+            UpstreamOutcome::ClientError { status: 400, message: "bad temp".into() }
         );
         assert_eq!(classify(200, ""), UpstreamOutcome::Success);
     }

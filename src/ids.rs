@@ -16,9 +16,7 @@ pub fn conversation_id_from(bytes: [u8; 16]) -> String {
 pub fn valid_conversation_id(id: &str) -> bool {
     id.len() == PREFIX.len() + 32
         && id.starts_with(PREFIX)
-        && id[PREFIX.len()..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && id[PREFIX.len()..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -29,15 +27,7 @@ mod tests {
     fn ids_round_trip_and_hostile_ids_fail() {
         let id = conversation_id_from([0xab; 16]);
         assert!(valid_conversation_id(&id));
-        for bad in [
-            "",
-            "conv_",
-            "conv_*",
-            "conv_{llmr}",
-            &format!("{id}\n"),
-            &id.to_uppercase(),
-            "x:y",
-        ] {
+        for bad in ["", "conv_", "conv_*", "conv_{llmr}", &format!("{id}\n"), &id.to_uppercase(), "x:y"] {
             assert!(!valid_conversation_id(bad), "{bad:?}");
         }
     }

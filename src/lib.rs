@@ -4,7 +4,9 @@
 //! the thin wasm layer (`#[event(fetch)]` and the `Fetch` adapters).
 
 pub mod api;
+pub mod auth;
 pub mod config;
+pub mod conversations;
 pub mod error;
 pub mod gemini;
 pub mod ids;

@@ -52,9 +52,6 @@ mod tests {
         let v: Value = serde_json::from_str(&l).unwrap();
         assert_eq!(v["event"], "request");
         assert_eq!(v["status"], 200);
-        assert_eq!(
-            safe_path("/v1beta/models/x?key=AIzaSySECRET"),
-            "/v1beta/models/x"
-        );
+        assert_eq!(safe_path("/v1beta/models/x?key=AIzaSySECRET"), "/v1beta/models/x");
     }
 }

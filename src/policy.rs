@@ -15,11 +15,7 @@ pub fn mask_key(key: &str) -> String {
         return "…".to_string();
     }
     let last4: String = chars[chars.len() - 4..].iter().collect();
-    let prefix = if key.starts_with("AIzaSy") {
-        "AIzaSy"
-    } else {
-        ""
-    };
+    let prefix = if key.starts_with("AIzaSy") { "AIzaSy" } else { "" };
     format!("{prefix}…{last4}")
 }
 
@@ -38,10 +34,7 @@ mod tests {
 
     #[test]
     fn masking_keeps_only_prefix_and_last4() {
-        assert_eq!(
-            mask_key("AIzaSyAq1234567890abcdefghijklmZaLs"),
-            "AIzaSy…ZaLs"
-        );
+        assert_eq!(mask_key("AIzaSyAq1234567890abcdefghijklmZaLs"), "AIzaSy…ZaLs");
         assert_eq!(mask_key("short"), "…");
         assert!(!mask_key("AIzaSyAq1234567890abcdefghijklmZaLs").contains("1234"));
     }

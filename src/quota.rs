@@ -79,15 +79,7 @@ pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
+    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
 }
 
 fn nth_sunday(y: i64, m: i64, n: i64) -> i64 {
@@ -156,10 +148,7 @@ impl SlidingLog {
             self.day = day;
             self.day_count = 0;
         }
-        if self.entries.len() as u64 >= lim.rpm
-            || self.tokens + est > lim.tpm
-            || self.day_count >= lim.rpd
-        {
+        if self.entries.len() as u64 >= lim.rpm || self.tokens + est > lim.tpm || self.day_count >= lim.rpd {
             return false;
         }
         self.entries.push_back((now, est));
@@ -222,31 +211,18 @@ pub fn classify_429(body: &str) -> Cooldown {
         if let Some(msg) = err["message"].as_str() {
             if let Some(i) = msg.find("retry in ") {
                 let rest = &msg[i + 9..];
-                let end = rest
-                    .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                    .unwrap_or(rest.len());
+                let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
                 retry_ms = parse_duration_ms(&format!("{}s", &rest[..end]));
             }
         }
     }
     if let Some(id) = quota_ids.iter().find(|id| id.contains("PerDay")) {
-        return Cooldown::UntilPacificMidnight {
-            reason: format!("429 {id}"),
-        };
+        return Cooldown::UntilPacificMidnight { reason: format!("429 {id}") };
     }
-    let reason = quota_ids
-        .first()
-        .map(|id| format!("429 {id}"))
-        .unwrap_or_else(|| "429 RESOURCE_EXHAUSTED".into());
+    let reason = quota_ids.first().map(|id| format!("429 {id}")).unwrap_or_else(|| "429 RESOURCE_EXHAUSTED".into());
     match retry_ms {
-        Some(ms) => Cooldown::Delay {
-            ms: ms.max(1000),
-            reason,
-        },
-        None if quota_ids.iter().any(|id| id.contains("PerMinute")) => Cooldown::Delay {
-            ms: MINUTE_MS,
-            reason,
-        },
+        Some(ms) => Cooldown::Delay { ms: ms.max(1000), reason },
+        None if quota_ids.iter().any(|id| id.contains("PerMinute")) => Cooldown::Delay { ms: MINUTE_MS, reason },
         None => Cooldown::Unknown,
     }
 }
@@ -278,15 +254,9 @@ mod tests {
         // Summer: midnight PDT is 07:00 UTC.
         assert_eq!(pacific_day(utc(2026, 7, 4, 6, 59)).1, utc(2026, 7, 4, 7, 0));
         // The night DST ends: 31 Oct 23:00 PDT -> next midnight is 1 Nov 00:00 PDT = 07:00 UTC.
-        assert_eq!(
-            pacific_day(utc(2026, 11, 1, 6, 0)).1,
-            utc(2026, 11, 1, 7, 0)
-        );
+        assert_eq!(pacific_day(utc(2026, 11, 1, 6, 0)).1, utc(2026, 11, 1, 7, 0));
         // The day DST ends, midnight after is PST: 2 Nov 08:00 UTC.
-        assert_eq!(
-            pacific_day(utc(2026, 11, 1, 12, 0)).1,
-            utc(2026, 11, 2, 8, 0)
-        );
+        assert_eq!(pacific_day(utc(2026, 11, 1, 12, 0)).1, utc(2026, 11, 2, 8, 0));
     }
 
     #[test]
@@ -315,30 +285,15 @@ mod tests {
             {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"17s"}]}}"#;
         assert_eq!(
             classify_429(rpm),
-            Cooldown::Delay {
-                ms: 17_000,
-                reason: "429 GenerateRequestsPerMinutePerProjectPerModel-FreeTier".into()
-            }
+            Cooldown::Delay { ms: 17_000, reason: "429 GenerateRequestsPerMinutePerProjectPerModel-FreeTier".into() }
         );
         let rpd = r#"{"error":{"code":429,"details":[
             {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]},
             {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"21926s"}]}}"#;
-        assert!(matches!(
-            classify_429(rpd),
-            Cooldown::UntilPacificMidnight { .. }
-        ));
+        assert!(matches!(classify_429(rpd), Cooldown::UntilPacificMidnight { .. }));
         let msg = r#"{"error":{"code":429,"message":"Please retry in 1.68s.","status":"RESOURCE_EXHAUSTED"}}"#;
-        assert_eq!(
-            classify_429(msg),
-            Cooldown::Delay {
-                ms: 1680,
-                reason: "429 RESOURCE_EXHAUSTED".into()
-            }
-        );
-        assert_eq!(
-            classify_429(r#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED"}}"#),
-            Cooldown::Unknown
-        );
+        assert_eq!(classify_429(msg), Cooldown::Delay { ms: 1680, reason: "429 RESOURCE_EXHAUSTED".into() });
+        assert_eq!(classify_429(r#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED"}}"#), Cooldown::Unknown);
         assert_eq!(classify_429("not json"), Cooldown::Unknown);
     }
 
@@ -357,11 +312,7 @@ mod tests {
     fn random_schedules_never_exceed_and_refuse_only_when_full() {
         for seed in 1..200u64 {
             let mut rng = XorShift(seed.wrapping_mul(0x9E3779B97F4A7C15));
-            let lim = Limits {
-                rpm: 1 + rng.next() % 20,
-                tpm: 100 + rng.next() % 2000,
-                rpd: 5 + rng.next() % 200,
-            };
+            let lim = Limits { rpm: 1 + rng.next() % 20, tpm: 100 + rng.next() % 2000, rpd: 5 + rng.next() % 200 };
             let window = MINUTE_MS;
             let mut log = SlidingLog::default();
             let mut admitted: Vec<(u64, u64)> = Vec::new();
@@ -372,10 +323,7 @@ mod tests {
                 // Independent oracle: what is live in (now - window, now]?
                 let live: Vec<_> = admitted.iter().filter(|(t, _)| t + window > now).collect();
                 let day = pacific_day(now as i64).0;
-                let today = admitted
-                    .iter()
-                    .filter(|(t, _)| pacific_day(*t as i64).0 == day)
-                    .count() as u64;
+                let today = admitted.iter().filter(|(t, _)| pacific_day(*t as i64).0 == day).count() as u64;
                 let fits = (live.len() as u64) < lim.rpm
                     && live.iter().map(|(_, k)| k).sum::<u64>() + est <= lim.tpm
                     && today < lim.rpd;
@@ -387,10 +335,7 @@ mod tests {
             }
             // No rolling window ending at any admission holds more than the limits.
             for (i, &(t, _)) in admitted.iter().enumerate() {
-                let in_window: Vec<_> = admitted[..=i]
-                    .iter()
-                    .filter(|(s, _)| s + window > t)
-                    .collect();
+                let in_window: Vec<_> = admitted[..=i].iter().filter(|(s, _)| s + window > t).collect();
                 assert!(in_window.len() as u64 <= lim.rpm);
                 assert!(in_window.iter().map(|(_, k)| k).sum::<u64>() <= lim.tpm);
             }
@@ -399,11 +344,7 @@ mod tests {
 
     #[test]
     fn settle_corrects_the_reservation_window_only() {
-        let lim = Limits {
-            rpm: 10,
-            tpm: 100,
-            rpd: 100,
-        };
+        let lim = Limits { rpm: 10, tpm: 100, rpd: 100 };
         let mut log = SlidingLog::default();
         assert!(log.try_admit(1_000_000, 80, lim, MINUTE_MS));
         assert!(!log.try_admit(1_000_001, 30, lim, MINUTE_MS));

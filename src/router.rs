@@ -16,8 +16,8 @@ use crate::gemini::{classify, parse_reply, GenerateRequest, Reply, UpstreamOutco
 use crate::policy::backoff_ms;
 use crate::quota::{estimate_tokens, request_texts, Cooldown};
 use crate::store::{
-    parse_reserve, parse_settle, reserve_call, settle_call, Bucket, ConvLock, ConvSettle,
-    CooldownSpec, Reservation, SettleSpec, RESERVE, SETTLE,
+    parse_reserve, parse_settle, reserve_call, settle_call, Bucket, ConvLock, ConvSettle, CooldownSpec, Reservation,
+    SettleSpec, RESERVE, SETTLE,
 };
 use crate::upstash::{HttpReply, Transport, Upstash};
 use serde::Serialize;
@@ -106,6 +106,29 @@ pub struct Router<'a, T, U, R> {
     pub cfg_fingerprint: String,
 }
 
+/// Stored turns as sent upstream (only `role` and `parts`), leaving out the oldest turns while
+/// the estimate exceeds the context budget. They stay in storage. Turns are dropped in
+/// user+model pairs so the history still starts with a user turn.
+pub fn upstream_history(stored: &[String], budget: u64, estimator: crate::config::Estimator) -> (Vec<Value>, usize) {
+    let turns: Vec<Value> = stored
+        .iter()
+        .filter_map(|t| serde_json::from_str::<Value>(t).ok())
+        .map(|t| json!({"role": t["role"], "parts": t["parts"]}))
+        .collect();
+    let sizes: Vec<u64> =
+        turns.iter().map(|t| estimate_tokens(request_texts(&json!({"contents": [t]})), estimator)).collect();
+    let mut total: u64 = sizes.iter().sum();
+    let mut start = 0;
+    while total > budget && start < turns.len() {
+        let step = if start + 1 < turns.len() { 2 } else { 1 };
+        for s in &sizes[start..start + step] {
+            total -= s;
+        }
+        start += step;
+    }
+    (turns[start..].to_vec(), start)
+}
+
 /// What happened on one attempt, reduced to what the loop needs.
 enum Step {
     Done(Reply, Usage),
@@ -115,10 +138,7 @@ enum Step {
 
 impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
     fn secret_for(&self, key: &KeyConfig) -> Option<String> {
-        secret_names(&key.key_id)
-            .iter()
-            .find_map(|n| (self.secret)(n))
-            .filter(|s| !s.is_empty())
+        secret_names(&key.key_id).iter().find_map(|n| (self.secret)(n)).filter(|s| !s.is_empty())
     }
 
     pub fn buckets(&self, caller: &Caller) -> Vec<Bucket> {
@@ -138,31 +158,16 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
         ]
     }
 
-    pub async fn generate(
-        &self,
-        req: &GenerateRequest,
-        caller: &Caller,
-    ) -> Result<Success, Failure> {
+    pub async fn generate(&self, req: &GenerateRequest, caller: &Caller) -> Result<Success, Failure> {
         let started = self.rt.now_ms();
         let deadline = started + self.settings.request_deadline_ms;
         let fail = |error: RouterError, attempts: Vec<Attempt>| Failure { error, attempts };
         if !self.pool.serves(&req.model) {
-            return Err(fail(
-                RouterError::UnknownModel {
-                    model: req.model.clone(),
-                },
-                vec![],
-            ));
+            return Err(fail(RouterError::UnknownModel { model: req.model.clone() }, vec![]));
         }
         let mut models = vec![req.model.clone()];
         if req.allow_fallback {
-            models.extend(
-                self.pool
-                    .fallbacks
-                    .get(&req.model)
-                    .cloned()
-                    .unwrap_or_default(),
-            );
+            models.extend(self.pool.fallbacks.get(&req.model).cloned().unwrap_or_default());
         }
         let request_id = self.rt.random_hex(16);
         let conv = req.conversation_id.as_ref().map(|id| ConvLock {
@@ -174,39 +179,30 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
         let mut attempts: Vec<Attempt> = Vec::new();
         let mut excluded: Vec<String> = Vec::new();
         let mut model_idx = 0;
+        let mut omitted_turns;
         let mut last_error: Option<RouterError> = None;
         let max_attempts = self.settings.max_attempts as usize;
 
         while attempts.len() < max_attempts && model_idx < models.len() {
             let model = &models[model_idx];
-            let with_secret: Vec<&KeyConfig> = self
-                .pool
-                .candidates(model)
-                .filter(|k| self.secret_for(k).is_some())
-                .collect();
+            let with_secret: Vec<&KeyConfig> =
+                self.pool.candidates(model).filter(|k| self.secret_for(k).is_some()).collect();
             if with_secret.is_empty() {
                 last_error = Some(RouterError::ConfigInvalid {
-                    errors: vec![format!(
-                        "no key of model '{model}' has its secret API_KEY_<key_id> set"
-                    )],
+                    errors: vec![format!("no key of model '{model}' has its secret API_KEY_<key_id> set")],
                 });
                 model_idx += 1;
                 continue;
             }
-            let mut candidates: Vec<&KeyConfig> = with_secret
-                .iter()
-                .copied()
-                .filter(|k| !excluded.contains(&k.key_id))
-                .collect();
+            let mut candidates: Vec<&KeyConfig> =
+                with_secret.iter().copied().filter(|k| !excluded.contains(&k.key_id)).collect();
             if candidates.is_empty() {
                 // Every key was tried once; transient failures may retry on any of them.
                 candidates = with_secret;
             }
             let upstream_body = req.to_gemini(&[]);
             let est = estimate_tokens(
-                request_texts(&upstream_body)
-                    .into_iter()
-                    .chain(req.system.as_deref()),
+                request_texts(&upstream_body).into_iter().chain(req.system.as_deref()),
                 self.settings.estimator,
             );
             let rid = format!("{request_id}:{}", attempts.len());
@@ -215,40 +211,19 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                 est,
                 window_ms: self.settings.window_ms,
                 cfg: self.cfg_fingerprint.clone(),
-                buckets: if attempts.is_empty() {
-                    self.buckets(caller)
-                } else {
-                    vec![]
-                },
+                buckets: if attempts.is_empty() { self.buckets(caller) } else { vec![] },
                 conv: conv.clone(),
                 candidates,
             };
             let (keys, args) = reserve_call(&spec);
-            let answer = match self
-                .store
-                .eval(&RESERVE, &keys, &args)
-                .await
-                .and_then(|v| parse_reserve(&v))
-            {
+            let answer = match self.store.eval(&RESERVE, &keys, &args).await.and_then(|v| parse_reserve(&v)) {
                 Ok(a) => a,
                 Err(e) => return Err(fail(e.into(), attempts)),
             };
-            let (key_id, day, history) = match answer {
-                Reservation::Reserved {
-                    key_id,
-                    day,
-                    history,
-                    ..
-                } => (key_id, day, history),
-                Reservation::Refused {
-                    limit,
-                    retry_at,
-                    now,
-                    bucket,
-                } => {
-                    if matches!(limit, LimitKind::ClientRate | LimitKind::GlobalRate)
-                        || model_idx + 1 >= models.len()
-                    {
+            let (key_id, day, history, stored_system) = match answer {
+                Reservation::Reserved { key_id, day, history, system, .. } => (key_id, day, history, system),
+                Reservation::Refused { limit, retry_at, now, bucket } => {
+                    if matches!(limit, LimitKind::ClientRate | LimitKind::GlobalRate) || model_idx + 1 >= models.len() {
                         return Err(fail(
                             RouterError::NoCapacity {
                                 limit,
@@ -262,29 +237,20 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                     continue;
                 }
                 Reservation::PromptTooLarge => {
-                    return Err(fail(
-                        RouterError::PromptTooLarge { estimate: est },
-                        attempts,
-                    ));
+                    return Err(fail(RouterError::PromptTooLarge { estimate: est }, attempts));
                 }
-                Reservation::ConversationNotFound => {
-                    return Err(fail(RouterError::ConversationNotFound, attempts))
-                }
-                Reservation::ConversationBusy => {
-                    return Err(fail(RouterError::ConversationBusy, attempts))
-                }
+                Reservation::ConversationNotFound => return Err(fail(RouterError::ConversationNotFound, attempts)),
+                Reservation::ConversationBusy => return Err(fail(RouterError::ConversationBusy, attempts)),
             };
-            let key = self
-                .pool
-                .keys
-                .iter()
-                .find(|k| k.key_id == key_id)
-                .expect("script returns a candidate");
-            let history: Vec<Value> = history
-                .iter()
-                .filter_map(|t| serde_json::from_str(t).ok())
-                .collect();
-            let body = req.to_gemini(&history).to_string();
+            let key = self.pool.keys.iter().find(|k| k.key_id == key_id).expect("script returns a candidate");
+            let (history, omitted) =
+                upstream_history(&history, self.settings.context_budget_tokens, self.settings.estimator);
+            omitted_turns = omitted;
+            let mut upstream_req = req.clone();
+            if upstream_req.system.is_none() {
+                upstream_req.system = stored_system;
+            }
+            let body = upstream_req.to_gemini(&history).to_string();
             let secret = self.secret_for(key).unwrap_or_default();
             let t0 = self.rt.now_ms();
             let remaining = deadline.saturating_sub(t0).max(1);
@@ -310,79 +276,56 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                 Err(UpstreamError::Timeout) => {
                     settle.outcome = "timeout";
                     last_error = Some(RouterError::UpstreamTimeout);
-                    Step::Retry {
-                        backoff: true,
-                        exclude: true,
-                    }
+                    Step::Retry { backoff: true, exclude: true }
                 }
                 Err(UpstreamError::Transport(m)) => {
                     settle.outcome = "transport";
-                    last_error = Some(RouterError::UpstreamUnavailable {
-                        message: format!("upstream unreachable: {m}"),
-                    });
-                    Step::Retry {
-                        backoff: true,
-                        exclude: true,
-                    }
+                    last_error =
+                        Some(RouterError::UpstreamUnavailable { message: format!("upstream unreachable: {m}") });
+                    Step::Retry { backoff: true, exclude: true }
                 }
                 Ok(reply) => {
                     status = Some(reply.status);
                     match classify(reply.status, &reply.body) {
-                        UpstreamOutcome::Success => {
-                            match serde_json::from_str::<Value>(&reply.body) {
-                                Ok(v) => {
-                                    let r = parse_reply(&v);
-                                    let usage = r.usage.unwrap_or_default();
-                                    settle.input = r.usage.map(|u| u.input);
-                                    settle.output = usage.output;
-                                    settle.thoughts = usage.thoughts;
-                                    Step::Done(r, usage)
-                                }
-                                Err(_) => {
-                                    settle.outcome = "transient";
-                                    last_error = Some(RouterError::UpstreamUnavailable {
-                                        message: "upstream answered 200 with an unreadable body"
-                                            .into(),
-                                    });
-                                    Step::Retry {
-                                        backoff: true,
-                                        exclude: true,
-                                    }
-                                }
+                        UpstreamOutcome::Success => match serde_json::from_str::<Value>(&reply.body) {
+                            Ok(v) => {
+                                let r = parse_reply(&v);
+                                let usage = r.usage.unwrap_or_default();
+                                settle.input = r.usage.map(|u| u.input);
+                                settle.output = usage.output;
+                                settle.thoughts = usage.thoughts;
+                                Step::Done(r, usage)
                             }
-                        }
+                            Err(_) => {
+                                settle.outcome = "transient";
+                                last_error = Some(RouterError::UpstreamUnavailable {
+                                    message: "upstream answered 200 with an unreadable body".into(),
+                                });
+                                Step::Retry { backoff: true, exclude: true }
+                            }
+                        },
                         UpstreamOutcome::RateLimited(c) => {
                             settle.outcome = "rate_limited";
                             settle.cooldown = Some(match c {
-                                Cooldown::Delay { ms, reason } => {
-                                    CooldownSpec::Delay { ms, reason }
-                                }
+                                Cooldown::Delay { ms, reason } => CooldownSpec::Delay { ms, reason },
                                 Cooldown::UntilPacificMidnight { reason } => {
                                     CooldownSpec::UntilPacificMidnight { reason }
                                 }
-                                Cooldown::Unknown => CooldownSpec::Unknown {
-                                    reason: "429 without details".into(),
-                                },
+                                Cooldown::Unknown => CooldownSpec::Unknown { reason: "429 without details".into() },
                             });
                             last_error = Some(RouterError::NoCapacity {
                                 limit: LimitKind::Cooldown,
                                 retry_after_ms: None,
                                 bucket: None,
                             });
-                            Step::Retry {
-                                backoff: false,
-                                exclude: true,
-                            }
+                            Step::Retry { backoff: false, exclude: true }
                         }
                         UpstreamOutcome::Transient { status } => {
                             settle.outcome = "transient";
                             last_error = Some(RouterError::UpstreamUnavailable {
                                 message: format!("upstream answered {status} on every attempt"),
                             });
-                            Step::Retry {
-                                backoff: true,
-                                exclude: true,
-                            }
+                            Step::Retry { backoff: true, exclude: true }
                         }
                         UpstreamOutcome::KeyRejected { reason } => {
                             settle.outcome = "key_rejected";
@@ -391,10 +334,7 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                             last_error = Some(RouterError::UpstreamUnavailable {
                                 message: "every key tried was rejected by the upstream".into(),
                             });
-                            Step::Retry {
-                                backoff: false,
-                                exclude: true,
-                            }
+                            Step::Retry { backoff: false, exclude: true }
                         }
                         UpstreamOutcome::ClientError { status, message } => {
                             settle.outcome = "client_error";
@@ -404,14 +344,12 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                     }
                 }
             };
-            let will_retry = matches!(step, Step::Retry { .. })
-                && attempts.len() + 1 < max_attempts
-                && self.rt.now_ms() < deadline;
+            let will_retry =
+                matches!(step, Step::Retry { .. }) && attempts.len() + 1 < max_attempts && self.rt.now_ms() < deadline;
             let mut conv_turns = Vec::new();
             if let (Step::Done(reply, usage), Some(_)) = (&step, &conv) {
                 for c in &req.contents {
-                    conv_turns
-                        .push(json!({"role": "user", "parts": c["parts"], "at": t0}).to_string());
+                    conv_turns.push(json!({"role": "user", "parts": c["parts"], "at": t0}).to_string());
                 }
                 conv_turns.push(
                     json!({"role": "model", "parts": [{"text": reply.text}], "at": self.rt.now_ms(), "usage": usage})
@@ -426,18 +364,20 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                         turns: conv_turns,
                         ttl_s: self.settings.conversation_ttl_seconds,
                         tokens: 0,
+                        est: 0,
                     });
                 }
             }
-            if let (Step::Done(_, usage), Some(cs)) = (&step, settle.conv.as_mut()) {
+            if let (Step::Done(reply, usage), Some(cs)) = (&step, settle.conv.as_mut()) {
                 cs.tokens = usage.total;
+                let new = req.to_gemini(&[]);
+                cs.est = estimate_tokens(
+                    request_texts(&new).into_iter().chain([reply.text.as_str()]),
+                    self.settings.estimator,
+                );
             }
             let (keys, args) = settle_call(&settle);
-            let settled = self
-                .store
-                .eval(&SETTLE, &keys, &args)
-                .await
-                .and_then(|v| parse_settle(&v));
+            let settled = self.store.eval(&SETTLE, &keys, &args).await.and_then(|v| parse_settle(&v));
             attempts.push(Attempt {
                 key_id: key.key_id.clone(),
                 model: model.clone(),
@@ -453,11 +393,7 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                     let settled = match settled {
                         Ok(s) => s,
                         Err(e) if conv.is_some() => return Err(fail(e.into(), attempts)),
-                        Err(_) => crate::store::Settled {
-                            now: 0,
-                            cooldown_until: None,
-                            message_count: None,
-                        },
+                        Err(_) => crate::store::Settled { now: 0, cooldown_until: None, message_count: None },
                     };
                     return Ok(Success {
                         reply,
@@ -465,7 +401,7 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                         model_used: model.clone(),
                         key_id: key.key_id.clone(),
                         attempts,
-                        omitted_turns: 0,
+                        omitted_turns,
                         message_count: settled.message_count,
                     });
                 }
@@ -498,11 +434,7 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
             // Every attempt met a 429: tell the caller when the first cooldown ends.
             Some(RouterError::NoCapacity { .. }) | None => RouterError::NoCapacity {
                 limit: LimitKind::Cooldown,
-                retry_after_ms: attempts
-                    .iter()
-                    .filter_map(|a| a.cooldown_until)
-                    .min()
-                    .map(|t| t.saturating_sub(now)),
+                retry_after_ms: attempts.iter().filter_map(|a| a.cooldown_until).min().map(|t| t.saturating_sub(now)),
                 bucket: None,
             },
             Some(e) => e,

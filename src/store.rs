@@ -9,20 +9,10 @@ use crate::error::LimitKind;
 use crate::upstash::{Script, StoreError};
 use serde_json::{json, Value};
 
-pub static RESERVE: Script = Script::new(
-    "reserve_v1",
-    concat!(
-        include_str!("lua/pacific.lua"),
-        include_str!("lua/reserve_v1.lua")
-    ),
-);
-pub static SETTLE: Script = Script::new(
-    "settle_v1",
-    concat!(
-        include_str!("lua/pacific.lua"),
-        include_str!("lua/settle_v1.lua")
-    ),
-);
+pub static RESERVE: Script =
+    Script::new("reserve_v1", concat!(include_str!("lua/pacific.lua"), include_str!("lua/reserve_v1.lua")));
+pub static SETTLE: Script =
+    Script::new("settle_v1", concat!(include_str!("lua/pacific.lua"), include_str!("lua/settle_v1.lua")));
 
 /// Redis key names. Inputs are validated names (`config::valid_name`, conversation ids), so no
 /// caller-controlled byte can form another key.
@@ -125,19 +115,8 @@ pub fn reserve_call(spec: &ReserveSpec) -> (Vec<String>, Vec<String>) {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reservation {
-    Reserved {
-        key_id: String,
-        rid: String,
-        now: u64,
-        day: i64,
-        history: Vec<String>,
-    },
-    Refused {
-        limit: LimitKind,
-        retry_at: Option<u64>,
-        now: u64,
-        bucket: Option<(u64, u64)>,
-    },
+    Reserved { key_id: String, rid: String, now: u64, day: i64, history: Vec<String>, system: Option<String> },
+    Refused { limit: LimitKind, retry_at: Option<u64>, now: u64, bucket: Option<(u64, u64)> },
     PromptTooLarge,
     ConversationNotFound,
     ConversationBusy,
@@ -148,52 +127,32 @@ fn protocol(msg: &str) -> StoreError {
 }
 
 pub fn parse_reserve(v: &Value) -> Result<Reservation, StoreError> {
-    let s = v
-        .as_str()
-        .ok_or_else(|| protocol("expected a JSON string"))?;
+    let s = v.as_str().ok_or_else(|| protocol("expected a JSON string"))?;
     let r: Value = serde_json::from_str(s).map_err(|_| protocol("bad JSON"))?;
     let now = r["now"].as_f64().unwrap_or(0.0) as u64;
     if let Some(c) = r["conv"].as_str() {
-        return Ok(if c == "busy" {
-            Reservation::ConversationBusy
-        } else {
-            Reservation::ConversationNotFound
-        });
+        return Ok(if c == "busy" { Reservation::ConversationBusy } else { Reservation::ConversationNotFound });
     }
     if r["ok"].as_i64() == Some(1) {
         // cjson encodes an empty table as `{}`, so an empty history may come as an object.
         let history = r["history"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| t.as_str().map(str::to_string))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
             .unwrap_or_default();
         return Ok(Reservation::Reserved {
-            key_id: r["key"]
-                .as_str()
-                .ok_or_else(|| protocol("no key"))?
-                .to_string(),
-            rid: r["rid"]
-                .as_str()
-                .ok_or_else(|| protocol("no rid"))?
-                .to_string(),
+            key_id: r["key"].as_str().ok_or_else(|| protocol("no key"))?.to_string(),
+            rid: r["rid"].as_str().ok_or_else(|| protocol("no rid"))?.to_string(),
             now,
             day: r["day"].as_f64().unwrap_or(0.0) as i64,
             history,
+            system: r["system"].as_str().map(str::to_string),
         });
     }
     let limit = r["limit"].as_str().unwrap_or("disabled");
     if limit == "too_large" {
         return Ok(Reservation::PromptTooLarge);
     }
-    let bucket = r["bucket_limit"].as_f64().map(|l| {
-        (
-            l as u64,
-            r["bucket_remaining"].as_f64().unwrap_or(0.0) as u64,
-        )
-    });
+    let bucket = r["bucket_limit"].as_f64().map(|l| (l as u64, r["bucket_remaining"].as_f64().unwrap_or(0.0) as u64));
     Ok(Reservation::Refused {
         limit: LimitKind::parse(limit).ok_or_else(|| protocol("unknown limit"))?,
         retry_at: r["retry_at"].as_f64().map(|x| x as u64),
@@ -233,6 +192,8 @@ pub struct ConvSettle {
     pub turns: Vec<String>,
     pub ttl_s: u64,
     pub tokens: u64,
+    /// Estimated input tokens of the appended turns, added to the conversation's `hist_est`.
+    pub est: u64,
 }
 
 pub fn settle_call(s: &SettleSpec) -> (Vec<String>, Vec<String>) {
@@ -269,7 +230,7 @@ pub fn settle_call(s: &SettleSpec) -> (Vec<String>, Vec<String>) {
         "thoughts": s.thoughts,
         "cooldown": cooldown,
         "disable": s.disable.as_ref().map(|(reason, cfg)| json!({"reason": reason, "cfg": cfg})),
-        "conv": s.conv.as_ref().filter(|c| !c.turns.is_empty()).map(|c| json!({"turns": c.turns, "ttl_s": c.ttl_s, "tokens": c.tokens})),
+        "conv": s.conv.as_ref().filter(|c| !c.turns.is_empty()).map(|c| json!({"turns": c.turns, "ttl_s": c.ttl_s, "tokens": c.tokens, "est": c.est})),
         "lock_id": s.conv.as_ref().map(|c| c.lock_id.clone()),
     });
     (keys, vec![arg.to_string()])
@@ -283,11 +244,8 @@ pub struct Settled {
 }
 
 pub fn parse_settle(v: &Value) -> Result<Settled, StoreError> {
-    let s = v
-        .as_str()
-        .ok_or_else(|| StoreError::Protocol("settle_v1: expected a JSON string".into()))?;
-    let r: Value =
-        serde_json::from_str(s).map_err(|_| StoreError::Protocol("settle_v1: bad JSON".into()))?;
+    let s = v.as_str().ok_or_else(|| StoreError::Protocol("settle_v1: expected a JSON string".into()))?;
+    let r: Value = serde_json::from_str(s).map_err(|_| StoreError::Protocol("settle_v1: bad JSON".into()))?;
     Ok(Settled {
         now: r["now"].as_f64().unwrap_or(0.0) as u64,
         cooldown_until: r["cooldown_until"].as_f64().map(|x| x as u64),
@@ -317,18 +275,8 @@ mod tests {
             est: 1,
             window_ms: 60000,
             cfg: "c".into(),
-            buckets: vec![Bucket {
-                key: keys::client_bucket("x"),
-                name: "client",
-                rate_per_min: 1,
-                burst: 1,
-            }],
-            conv: Some(ConvLock {
-                id: "abc".into(),
-                owner: "x".into(),
-                lock_id: "r".into(),
-                lock_ms: 1,
-            }),
+            buckets: vec![Bucket { key: keys::client_bucket("x"), name: "client", rate_per_min: 1, burst: 1 }],
+            conv: Some(ConvLock { id: "abc".into(), owner: "x".into(), lock_id: "r".into(), lock_ms: 1 }),
             candidates: vec![&k, &k],
         };
         let (ks, args) = reserve_call(&spec);
@@ -340,13 +288,11 @@ mod tests {
 
     #[test]
     fn parses_reserve_answers() {
-        let ok =
-            json!(r#"{"ok":1,"key":"a","rid":"r","now":1795899497469,"day":20785,"history":{}}"#);
+        let ok = json!(r#"{"ok":1,"key":"a","rid":"r","now":1795899497469,"day":20785,"history":{}}"#);
         assert!(
             matches!(parse_reserve(&ok).unwrap(), Reservation::Reserved { ref key_id, now: 1795899497469, .. } if key_id == "a")
         );
-        let refused =
-            json!(r#"{"ok":0,"limit":"rpm","retry_at":1795899503469,"now":1795899497484}"#);
+        let refused = json!(r#"{"ok":0,"limit":"rpm","retry_at":1795899503469,"now":1795899497484}"#);
         assert_eq!(
             parse_reserve(&refused).unwrap(),
             Reservation::Refused {
@@ -356,10 +302,7 @@ mod tests {
                 bucket: None
             }
         );
-        assert_eq!(
-            parse_reserve(&json!(r#"{"ok":0,"conv":"busy","now":1}"#)).unwrap(),
-            Reservation::ConversationBusy
-        );
+        assert_eq!(parse_reserve(&json!(r#"{"ok":0,"conv":"busy","now":1}"#)).unwrap(), Reservation::ConversationBusy);
         assert!(parse_reserve(&json!(5)).is_err());
     }
 }

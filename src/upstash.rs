@@ -40,9 +40,7 @@ impl std::fmt::Display for StoreError {
 
 impl From<StoreError> for crate::error::RouterError {
     fn from(e: StoreError) -> Self {
-        crate::error::RouterError::StoreUnavailable {
-            message: e.to_string(),
-        }
+        crate::error::RouterError::StoreUnavailable { message: e.to_string() }
     }
 }
 
@@ -68,16 +66,11 @@ pub struct Script {
 
 impl Script {
     pub const fn new(name: &'static str, source: &'static str) -> Script {
-        Script {
-            name,
-            source,
-            sha: OnceLock::new(),
-        }
+        Script { name, source, sha: OnceLock::new() }
     }
 
     pub fn sha(&self) -> &str {
-        self.sha
-            .get_or_init(|| sha1_smol::Sha1::from(self.source).digest().to_string())
+        self.sha.get_or_init(|| sha1_smol::Sha1::from(self.source).digest().to_string())
     }
 }
 
@@ -86,18 +79,11 @@ fn decode_item(v: Value) -> Result<Value, StoreError> {
     match v {
         Value::Object(mut m) => {
             if let Some(e) = m.remove("error") {
-                return Err(StoreError::Redis(
-                    e.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| e.to_string()),
-                ));
+                return Err(StoreError::Redis(e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string())));
             }
-            m.remove("result")
-                .ok_or_else(|| StoreError::Protocol("no 'result' or 'error' field".into()))
+            m.remove("result").ok_or_else(|| StoreError::Protocol("no 'result' or 'error' field".into()))
         }
-        other => Err(StoreError::Protocol(format!(
-            "expected an object, got {other}"
-        ))),
+        other => Err(StoreError::Protocol(format!("expected an object, got {other}"))),
     }
 }
 
@@ -117,10 +103,7 @@ pub fn decode_single(reply: &HttpReply) -> Result<Value, StoreError> {
 }
 
 /// Decodes a `/pipeline` or `/multi-exec` answer into one result per command.
-pub fn decode_batch(
-    reply: &HttpReply,
-    n: usize,
-) -> Result<Vec<Result<Value, StoreError>>, StoreError> {
+pub fn decode_batch(reply: &HttpReply, n: usize) -> Result<Vec<Result<Value, StoreError>>, StoreError> {
     if reply.status == 401 {
         return Err(StoreError::Auth);
     }
@@ -128,14 +111,11 @@ pub fn decode_batch(
         .map_err(|_| StoreError::Protocol(format!("HTTP {} with a non-JSON body", reply.status)))?;
     match v {
         Value::Array(items) if items.len() == n => Ok(items.into_iter().map(decode_item).collect()),
-        Value::Array(items) => Err(StoreError::Protocol(format!(
-            "expected {n} results, got {}",
-            items.len()
-        ))),
+        Value::Array(items) => Err(StoreError::Protocol(format!("expected {n} results, got {}", items.len()))),
         // A discarded transaction answers one error for the whole batch.
-        other => Err(decode_item(other)
-            .err()
-            .unwrap_or_else(|| StoreError::Protocol("unexpected batch answer".into()))),
+        other => {
+            Err(decode_item(other).err().unwrap_or_else(|| StoreError::Protocol("unexpected batch answer".into())))
+        }
     }
 }
 
@@ -157,19 +137,13 @@ impl<T: Transport> Upstash<T> {
         decode_single(&reply)
     }
 
-    pub async fn pipeline(
-        &self,
-        cmds: &[Vec<String>],
-    ) -> Result<Vec<Result<Value, StoreError>>, StoreError> {
+    pub async fn pipeline(&self, cmds: &[Vec<String>]) -> Result<Vec<Result<Value, StoreError>>, StoreError> {
         let body = serde_json::to_string(cmds).expect("strings always serialize");
         let reply = self.transport.post("/pipeline", body).await?;
         decode_batch(&reply, cmds.len())
     }
 
-    pub async fn multi_exec(
-        &self,
-        cmds: &[Vec<String>],
-    ) -> Result<Vec<Result<Value, StoreError>>, StoreError> {
+    pub async fn multi_exec(&self, cmds: &[Vec<String>]) -> Result<Vec<Result<Value, StoreError>>, StoreError> {
         let body = serde_json::to_string(cmds).expect("strings always serialize");
         let reply = self.transport.post("/multi-exec", body).await?;
         decode_batch(&reply, cmds.len())
@@ -177,12 +151,7 @@ impl<T: Transport> Upstash<T> {
 
     /// EVALSHA, and on NOSCRIPT (script cache flushed, Redis restarted) EVAL once, which also
     /// loads the script for the next call. One round trip in the common case.
-    pub async fn eval(
-        &self,
-        script: &Script,
-        keys: &[String],
-        args: &[String],
-    ) -> Result<Value, StoreError> {
+    pub async fn eval(&self, script: &Script, keys: &[String], args: &[String]) -> Result<Value, StoreError> {
         let mut cmd = Vec::with_capacity(3 + keys.len() + args.len());
         cmd.push("EVALSHA".to_string());
         cmd.push(script.sha().to_string());
@@ -219,17 +188,11 @@ mod tests {
     }
 
     fn reply(status: u16, body: &str) -> HttpReply {
-        HttpReply {
-            status,
-            body: body.into(),
-        }
+        HttpReply { status, body: body.into() }
     }
 
     fn fake(answers: Vec<HttpReply>) -> Upstash<Fake> {
-        Upstash::new(Fake {
-            answers: RefCell::new(answers),
-            sent: RefCell::new(vec![]),
-        })
+        Upstash::new(Fake { answers: RefCell::new(answers), sent: RefCell::new(vec![]) })
     }
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -256,27 +219,11 @@ mod tests {
 
     #[test]
     fn single_command_results_and_errors() {
-        let c = fake(vec![
-            reply(200, r#"{"result":"OK"}"#),
-            reply(400, r#"{"error":"ERR wrong"}"#),
-            reply(401, ""),
-        ]);
-        assert_eq!(
-            block_on(c.command(&["SET".into(), "a".into(), "b".into()])).unwrap(),
-            "OK"
-        );
-        assert_eq!(
-            block_on(c.command(&["X".into()])).unwrap_err(),
-            StoreError::Redis("ERR wrong".into())
-        );
-        assert_eq!(
-            block_on(c.command(&["X".into()])).unwrap_err(),
-            StoreError::Auth
-        );
-        assert_eq!(
-            c.transport.sent.borrow()[0],
-            ("/".to_string(), r#"["SET","a","b"]"#.to_string())
-        );
+        let c = fake(vec![reply(200, r#"{"result":"OK"}"#), reply(400, r#"{"error":"ERR wrong"}"#), reply(401, "")]);
+        assert_eq!(block_on(c.command(&["SET".into(), "a".into(), "b".into()])).unwrap(), "OK");
+        assert_eq!(block_on(c.command(&["X".into()])).unwrap_err(), StoreError::Redis("ERR wrong".into()));
+        assert_eq!(block_on(c.command(&["X".into()])).unwrap_err(), StoreError::Auth);
+        assert_eq!(c.transport.sent.borrow()[0], ("/".to_string(), r#"["SET","a","b"]"#.to_string()));
     }
 
     #[test]
@@ -285,11 +232,7 @@ mod tests {
             reply(200, r#"[{"result":1},{"error":"WRONGTYPE"}]"#),
             reply(400, r#"{"error":"EXECABORT Transaction discarded"}"#),
         ]);
-        let r = block_on(c.pipeline(&[
-            vec!["INCR".into(), "a".into()],
-            vec!["LPUSH".into(), "a".into()],
-        ]))
-        .unwrap();
+        let r = block_on(c.pipeline(&[vec!["INCR".into(), "a".into()], vec!["LPUSH".into(), "a".into()]])).unwrap();
         assert_eq!(r[0], Ok(serde_json::json!(1)));
         assert!(r[1].is_err());
         let e = block_on(c.multi_exec(&[vec!["BAD".into()]])).unwrap_err();
@@ -299,32 +242,18 @@ mod tests {
     #[test]
     fn evalsha_falls_back_to_eval_once_on_noscript() {
         static S: Script = Script::new("t", "return 1");
-        let c = fake(vec![
-            reply(400, r#"{"error":"NOSCRIPT No matching script."}"#),
-            reply(200, r#"{"result":1}"#),
-        ]);
-        assert_eq!(
-            block_on(c.eval(&S, &["k".into()], &["a".into()])).unwrap(),
-            1
-        );
+        let c = fake(vec![reply(400, r#"{"error":"NOSCRIPT No matching script."}"#), reply(200, r#"{"result":1}"#)]);
+        assert_eq!(block_on(c.eval(&S, &["k".into()], &["a".into()])).unwrap(), 1);
         let sent = c.transport.sent.borrow();
         assert_eq!(sent.len(), 2);
-        assert!(sent[0]
-            .1
-            .starts_with(r#"["EVALSHA","e0e1f9fabfc9d4800c877a703b823ac0578ff8db","1","k","a"]"#));
+        assert!(sent[0].1.starts_with(r#"["EVALSHA","e0e1f9fabfc9d4800c877a703b823ac0578ff8db","1","k","a"]"#));
         assert!(sent[1].1.starts_with(r#"["EVAL","return 1","1","k","a"]"#));
     }
 
     #[test]
     fn server_errors_without_json_are_transport_errors() {
         let c = fake(vec![reply(502, "bad gateway"), reply(503, r#"{"oops":1}"#)]);
-        assert!(matches!(
-            block_on(c.command(&["PING".into()])).unwrap_err(),
-            StoreError::Protocol(_)
-        ));
-        assert!(matches!(
-            block_on(c.command(&["PING".into()])).unwrap_err(),
-            StoreError::Transport(_)
-        ));
+        assert!(matches!(block_on(c.command(&["PING".into()])).unwrap_err(), StoreError::Protocol(_)));
+        assert!(matches!(block_on(c.command(&["PING".into()])).unwrap_err(), StoreError::Transport(_)));
     }
 }

@@ -19,7 +19,8 @@
 --   Several candidates may share the same log/tok/day/cd keys (one quota group): they share one quota.
 --
 -- Returns a JSON string, one of:
---   {"ok":1,"key":key_id,"rid":rid,"now":ms,"day":pday,"history":[turn json...]|nil}
+--   {"ok":1,"key":key_id,"rid":rid,"now":ms,"day":pday,"est":tokens reserved,
+--    "history":[turn json...]|nil,"system":text|nil}   (with conv: est includes meta.hist_est)
 --   {"ok":0,"limit":"rpm"|"tpm"|"rpd"|"cooldown"|"disabled"|"client_rate"|"global_rate","retry_at":ms,"now":ms,
 --    "bucket_limit":n,"bucket_remaining":n}
 --   {"ok":0,"limit":"too_large","now":ms}           the estimate exceeds every candidate's tpm
@@ -69,8 +70,14 @@ if spec.conv and spec.conv ~= cjson.null then
   if held and held ~= spec.conv.lock_id then
     return cjson.encode({ok = 0, conv = 'busy', now = now})
   end
-  if not held then redis.call('SET', conv.lock, spec.conv.lock_id, 'PX', tonumber(spec.conv.lock_ms)) end
+  if not held then
+    redis.call('SET', conv.lock, spec.conv.lock_id, 'PX', tonumber(spec.conv.lock_ms))
+    conv.acquired = true
+  end
   history = redis.call('LRANGE', conv.msgs, 0, -1)
+  -- The stored history (and system instruction) is part of the prompt: reserve its estimate too.
+  est = est + (tonumber(redis.call('HGET', conv.meta, 'hist_est')) or 0)
+  conv.system = redis.call('HGET', conv.meta, 'system')
 end
 
 -- Drop entries that left the window (admitted at t with t + window <= now, as in
@@ -166,7 +173,8 @@ for _, c in ipairs(spec.cands) do
 end
 
 if best == nil then
-  if conv then redis.call('DEL', conv.lock) end
+  -- Only a lock taken by this call is given back; one held from an earlier attempt stays.
+  if conv and conv.acquired then redis.call('DEL', conv.lock) end
   if too_large and #spec.cands > 0 then
     return cjson.encode({ok = 0, limit = 'too_large', now = now})
   end
@@ -190,6 +198,7 @@ for _, b in pairs(buckets) do
   redis.call('PEXPIRE', b.key, math.ceil(b.burst / b.rate) + 1000)
 end
 
-local out = {ok = 1, key = best.c.k, rid = spec.rid, now = now, day = today}
+local out = {ok = 1, key = best.c.k, rid = spec.rid, now = now, day = today, est = est}
 if history then out.history = history end
+if conv and conv.system then out.system = conv.system end
 return cjson.encode(out)

@@ -17,7 +17,8 @@
 --    "output": n, "thoughts": n,
 --    "cooldown": null | {"kind": "delay"|"day"|"unknown", "delay_ms": n, "reason": text},
 --    "disable": null | {"reason": text, "cfg": fingerprint},
---    "conv": null | {"turns": [turn json, ...], "ttl_s": n, "tokens": n} -- append, then unlock
+--    "conv": null | {"turns": [turn json, ...], "ttl_s": n, "tokens": n, "est": n}
+--                            -- append, count tokens, grow the history estimate, then unlock
 --    "lock_id": request id  -- with conversation KEYS: release the lock this request holds}
 --
 -- Returns JSON {"now": ms, "cooldown_until": ms | null, "message_count": n | null}.
@@ -102,6 +103,7 @@ if KEYS[8] then
       for _, turn in ipairs(spec.conv.turns) do redis.call('RPUSH', msgs, turn) end
       message_count = redis.call('HINCRBY', meta, 'message_count', #spec.conv.turns)
       redis.call('HINCRBY', meta, 'total_tokens', tonumber(spec.conv.tokens) or 0)
+      redis.call('HINCRBY', meta, 'hist_est', tonumber(spec.conv.est) or 0)
       redis.call('HSET', meta, 'updated_at', now)
       redis.call('EXPIRE', meta, ttl)
       redis.call('EXPIRE', msgs, ttl)

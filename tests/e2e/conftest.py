@@ -16,6 +16,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import stack  # noqa: E402
 
 TOKEN = "local-rest-token-e2e"
+
+# Router clients for the tests: token -> (id, scopes, rpm, burst). Only digests go to the worker.
+CLIENT_TOKENS = {
+    "tok-main-0123456789": ("main", ["admin"], 100000, 100000),
+    "tok-other-0123456789": ("other", ["generate", "conversations"], 100000, 100000),
+    "tok-gen-0123456789": ("gen-only", ["generate"], 100000, 100000),
+    "tok-conv-0123456789": ("conv-only", ["conversations"], 100000, 100000),
+    "tok-stats-0123456789": ("stats-only", ["stats"], 100000, 100000),
+    "tok-limited-0123456789": ("limited", ["generate", "conversations"], 10, 20),
+}
+MAIN = "tok-main-0123456789"
+
+
+def clients_json(tokens: dict = CLIENT_TOKENS) -> str:
+    clients = []
+    for tok, (cid, scopes, rpm, burst) in tokens.items():
+        clients.append({"id": cid, "token_sha256": hashlib.sha256(tok.encode()).hexdigest(), "scopes": scopes,
+                        "rpm": rpm, "burst": burst})
+    return json.dumps({"clients": clients}, separators=(",", ":"))
 SEED_KEYS = json.loads((stack.ROOT / "keys.json").read_text())
 
 
@@ -42,6 +61,14 @@ class Worker:
         self.env = env
         self.keys = keys
         self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {MAIN}"
+
+    def as_client(self, token: str | None) -> requests.Session:
+        """A session that authenticates with another token (None: no token at all)."""
+        s = requests.Session()
+        if token:
+            s.headers["Authorization"] = f"Bearer {token}"
+        return s
 
     def post(self, path, body=None, **kw):
         kw.setdefault("timeout", 60)
@@ -78,6 +105,7 @@ class Env:
             "KEYS_JSON": json.dumps(keys, separators=(",", ":")),
             "BACKOFF_BASE_MS": "10",
             "BACKOFF_CAP_MS": "50",
+            "CLIENTS_JSON": clients_json(),
         }
         if secrets:
             for k in keys["keys"]:

@@ -201,9 +201,9 @@ def test_client_errors(worker, clean):
         r = worker.post("/v1/generate", body)
         assert r.status_code == status, (body, r.text)
         assert r.json()["error"]["code"] == code
-    r = requests.post(worker.url + "/v1/generate", data="{not json", headers={"content-type": "application/json"}, timeout=10)
+    r = worker.http.post(worker.url + "/v1/generate", data="{not json", headers={"content-type": "application/json"}, timeout=10)
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
-    r = requests.post(worker.url + "/v1/generate", data="{}", headers={"content-type": "text/plain"}, timeout=10)
+    r = worker.http.post(worker.url + "/v1/generate", data="{}", headers={"content-type": "text/plain"}, timeout=10)
     assert r.status_code == 415
     assert worker.get("/nope").status_code == 404
     assert worker.get("/v1/generate").status_code == 405

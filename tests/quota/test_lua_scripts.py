@@ -220,6 +220,7 @@ class ConvSettle:
     turns: list[str] = field(default_factory=list)
     ttl_s: int = 3600
     tokens: int = 0
+    est: int = 0  # estimated input tokens of the appended turns (grows meta.hist_est)
 
 
 def dumps(v) -> str:
@@ -287,7 +288,7 @@ def settle_call(key: Key, rid, day, outcome="success", release=False, input=None
         "thoughts": thoughts,
         "cooldown": cd,
         "disable": None if disable is None else {"reason": disable[0], "cfg": disable[1]},
-        "conv": None if conv is None or not conv.turns else {"turns": conv.turns, "ttl_s": conv.ttl_s, "tokens": conv.tokens},
+        "conv": None if conv is None or not conv.turns else {"turns": conv.turns, "ttl_s": conv.ttl_s, "tokens": conv.tokens, "est": conv.est},
         "lock_id": None if conv is None else conv.lock_id,
     }
     return keys, [dumps(arg)]
@@ -535,6 +536,7 @@ def test_window_boundary_matches_retry_at_and_the_rust_model(rest):
 
     # Same for tokens: free_at's answer is the first instant the estimate fits.
     rest("FLUSHALL")
+    k = Key("b", rpm=100, tpm=50000)
     assert at(t0, "c1", 30000)["ok"] == 1
     assert at(t0 + 100, "c2", 15000)["ok"] == 1
     r = at(t0 + 200, "c3", 20000)
@@ -1003,3 +1005,24 @@ def test_reserve_day_matches_zoneinfo_for_redis_now(rest):
     r = reserve(rest, "pd", 1, [Key("pd")])
     assert r["day"] == py_pacific(r["now"])[0]
     assert abs(r["now"] - time.time() * 1000) < 5000
+
+
+def test_conversation_history_estimate_is_reserved_and_grown(rest):
+    k = Key("he", rpm=100, tpm=5000)
+    cid = "h1"
+    rest("HSET", k_conv_meta(cid), "owner", "alice", "hist_est", 1200, "system", "be brief")
+    r = reserve(rest, "h-1", 300, [k], conv=ConvLock(cid, "alice", "L1"))
+    assert r["ok"] == 1 and r["est"] == 1500 and r["system"] == "be brief"
+    assert rest.hgetall(k_tokens("he", MODEL)) == {"h-1": "1500", "_sum": "1500"}
+    s = settle(rest, k, "h-1", r["day"], input=1400,
+               conv=ConvSettle(cid, "L1", [dumps({"role": "user"}), dumps({"role": "model"})], est=250))
+    assert s["message_count"] == 2
+    assert rest("HGET", k_conv_meta(cid), "hist_est") == "1450"
+    assert rest.hgetall(k_tokens("he", MODEL)) == {"h-1": "1400", "_sum": "1400"}
+    # The history counts towards too_large as well.
+    r = reserve(rest, "h-2", 3600, [k], conv=ConvLock(cid, "alice", "L2"))
+    assert r["ok"] == 0 and r["limit"] == "too_large"
+    assert rest("EXISTS", k_conv_lock(cid)) == 0
+    # Without a conversation: est is the request's own estimate, no system field.
+    r = reserve(rest, "h-3", 10, [k])
+    assert r["ok"] == 1 and r["est"] == 10 and "system" not in r

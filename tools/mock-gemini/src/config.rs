@@ -71,10 +71,8 @@ impl Config {
     /// Strips `models/` from model names in the project tables.
     pub fn normalize(&mut self) {
         for table in self.projects.values_mut() {
-            let fixed: HashMap<String, Limits> = table
-                .drain()
-                .map(|(m, l)| (strip_models_prefix(&m).to_string(), l))
-                .collect();
+            let fixed: HashMap<String, Limits> =
+                table.drain().map(|(m, l)| (strip_models_prefix(&m).to_string(), l)).collect();
             *table = fixed;
         }
     }
@@ -87,14 +85,7 @@ impl Config {
             .map(|(i, k)| {
                 let label = k.label.clone().unwrap_or_else(|| format!("key-{}", i + 1));
                 let project = k.project.clone().unwrap_or_else(|| label.clone());
-                (
-                    k.api_key.clone(),
-                    KeyInfo {
-                        label,
-                        project,
-                        permission_denied: k.permission_denied,
-                    },
-                )
+                (k.api_key.clone(), KeyInfo { label, project, permission_denied: k.permission_denied })
             })
             .collect()
     }
@@ -142,14 +133,7 @@ mod tests {
         assert_eq!(km["AIzaSyA"].label, "flash-1");
         assert_eq!(km["AIzaSyB"].label, "key-2");
         assert_eq!(km["AIzaSyB"].project, "key-2");
-        assert_eq!(
-            c.limits("p", "gemini-2.5-flash"),
-            Some(Limits {
-                rpm: Some(10),
-                tpm: None,
-                rpd: None
-            })
-        );
+        assert_eq!(c.limits("p", "gemini-2.5-flash"), Some(Limits { rpm: Some(10), tpm: None, rpd: None }));
         assert_eq!(c.limits("p", "gemini-2.5-pro"), None);
         assert!(!c.redacted().to_string().contains("AIzaSy"));
         assert!(!anon_label("AIzaSyXYZ").contains("AIza"));

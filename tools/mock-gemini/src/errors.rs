@@ -59,21 +59,11 @@ pub fn internal() -> Value {
 }
 
 pub fn unavailable() -> Value {
-    body(
-        503,
-        "UNAVAILABLE",
-        "The model is overloaded. Please try again later.",
-        None,
-    )
+    body(503, "UNAVAILABLE", "The model is overloaded. Please try again later.", None)
 }
 
 pub fn exhausted_no_details() -> Value {
-    body(
-        429,
-        "RESOURCE_EXHAUSTED",
-        "Resource has been exhausted (e.g. check quota).",
-        None,
-    )
+    body(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).", None)
 }
 
 pub fn invalid_argument(message: &str) -> Value {
@@ -112,12 +102,8 @@ impl QuotaKind {
 
     pub fn metric(self) -> &'static str {
         match self {
-            QuotaKind::Rpm | QuotaKind::Rpd => {
-                "generativelanguage.googleapis.com/generate_content_free_tier_requests"
-            }
-            QuotaKind::Tpm => {
-                "generativelanguage.googleapis.com/generate_content_free_tier_input_token_count"
-            }
+            QuotaKind::Rpm | QuotaKind::Rpd => "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+            QuotaKind::Tpm => "generativelanguage.googleapis.com/generate_content_free_tier_input_token_count",
         }
     }
 
@@ -183,20 +169,11 @@ mod tests {
         let v = quota(QuotaKind::Rpm, "gemini-2.5-flash", 10, 17_200);
         assert_eq!(v["error"]["code"], 429);
         assert_eq!(v["error"]["status"], "RESOURCE_EXHAUSTED");
-        assert!(v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .ends_with("Please retry in 17.2s."));
+        assert!(v["error"]["message"].as_str().unwrap().ends_with("Please retry in 17.2s."));
         let d = &v["error"]["details"];
-        assert_eq!(
-            d[0]["violations"][0]["quotaId"],
-            "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
-        );
+        assert_eq!(d[0]["violations"][0]["quotaId"], "GenerateRequestsPerMinutePerProjectPerModel-FreeTier");
         assert_eq!(d[0]["violations"][0]["quotaValue"], "10");
-        assert_eq!(
-            d[0]["violations"][0]["quotaDimensions"]["model"],
-            "gemini-2.5-flash"
-        );
+        assert_eq!(d[0]["violations"][0]["quotaDimensions"]["model"], "gemini-2.5-flash");
         assert_eq!(d[2]["@type"], "type.googleapis.com/google.rpc.RetryInfo");
         assert_eq!(d[2]["retryDelay"], "18s");
         assert_eq!(retry_secs(1), 1);

@@ -56,14 +56,9 @@ pub fn validate_generate(req: &Value) -> Result<(), String> {
         return Err("* GenerateContentRequest.contents: contents is not specified\n".into());
     }
     for (i, c) in contents.iter().enumerate() {
-        let ok = c
-            .get("parts")
-            .and_then(Value::as_array)
-            .is_some_and(|p| !p.is_empty());
+        let ok = c.get("parts").and_then(Value::as_array).is_some_and(|p| !p.is_empty());
         if !ok {
-            return Err(format!(
-                "* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.\n"
-            ));
+            return Err(format!("* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.\n"));
         }
     }
     Ok(())
@@ -110,18 +105,9 @@ fn gen_config(req: &Value) -> Option<&Value> {
 
 /// The deterministic answer for a request (before maxOutputTokens truncation).
 pub fn answer(req: &Value) -> String {
-    let contents: &[Value] = req
-        .get("contents")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
+    let contents: &[Value] = req.get("contents").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
     let users: Vec<&Value> = contents.iter().filter(|c| is_user(c)).collect();
-    let last = users
-        .last()
-        .copied()
-        .or(contents.last())
-        .map(content_text)
-        .unwrap_or_default();
+    let last = users.last().copied().or(contents.last()).map(content_text).unwrap_or_default();
     let text = last.trim();
     let lower = text.to_ascii_lowercase();
     if lower.contains("what is 2+2?") {
@@ -137,10 +123,9 @@ pub fn answer(req: &Value) -> String {
             "You have not asked anything before.".into()
         };
     }
-    let wants_json = gen_config(req)
-        .and_then(|g| field(g, "responseMimeType", "response_mime_type"))
-        .and_then(Value::as_str)
-        == Some("application/json");
+    let wants_json =
+        gen_config(req).and_then(|g| field(g, "responseMimeType", "response_mime_type")).and_then(Value::as_str)
+            == Some("application/json");
     if wants_json || lower.contains("reply with json") {
         return "{\"ok\":true}".into();
     }
@@ -180,10 +165,7 @@ pub fn plan(req: &Value) -> Plan {
     let mut text = answer(req);
     let mut finish = "STOP";
     let gc = gen_config(req);
-    if let Some(max) = gc
-        .and_then(|g| field(g, "maxOutputTokens", "max_output_tokens"))
-        .and_then(Value::as_u64)
-    {
+    if let Some(max) = gc.and_then(|g| field(g, "maxOutputTokens", "max_output_tokens")).and_then(Value::as_u64) {
         if text_tokens(&text) > max {
             let mut cut = (max.saturating_mul(4)).min(text.len() as u64) as usize;
             while !text.is_char_boundary(cut) {
@@ -199,28 +181,13 @@ pub fn plan(req: &Value) -> Plan {
         .and_then(Value::as_i64)
         .unwrap_or(0);
     let thoughts = if budget > 0 { budget.min(7) as u64 } else { 0 };
-    Plan {
-        candidates: text_tokens(&text),
-        prompt: prompt_tokens(req),
-        thoughts,
-        text,
-        finish,
-    }
+    Plan { candidates: text_tokens(&text), prompt: prompt_tokens(req), thoughts, text, finish }
 }
 
 /// One GenerateContentResponse object.
-pub fn response(
-    text: &str,
-    finish: Option<&str>,
-    usage: Option<Value>,
-    model: &str,
-    id: &str,
-) -> Value {
+pub fn response(text: &str, finish: Option<&str>, usage: Option<Value>, model: &str, id: &str) -> Value {
     let mut cand = Map::new();
-    cand.insert(
-        "content".into(),
-        json!({"parts": [{"text": text}], "role": "model"}),
-    );
+    cand.insert("content".into(), json!({"parts": [{"text": text}], "role": "model"}));
     if let Some(f) = finish {
         cand.insert("finishReason".into(), json!(f));
     }
@@ -249,14 +216,8 @@ pub fn split_pieces(text: &str) -> Vec<&str> {
     }
     let words = bounds.len();
     bounds.push(text.len());
-    let k = if words <= 3 {
-        words
-    } else {
-        3.max(words.div_ceil(6))
-    };
-    (0..k)
-        .map(|g| &text[bounds[g * words / k]..bounds[(g + 1) * words / k]])
-        .collect()
+    let k = if words <= 3 { words } else { 3.max(words.div_ceil(6)) };
+    (0..k).map(|g| &text[bounds[g * words / k]..bounds[(g + 1) * words / k]]).collect()
 }
 
 /// The stream events (each a GenerateContentResponse): the first carries a partial
@@ -268,13 +229,7 @@ pub fn stream_events(plan: &Plan, model: &str, id: &str) -> Vec<Value> {
     if pieces.len() <= 1 {
         let text = pieces.first().copied().unwrap_or("");
         out.push(response(text, None, Some(partial), model, id));
-        out.push(response(
-            "",
-            Some(plan.finish),
-            Some(plan.usage()),
-            model,
-            id,
-        ));
+        out.push(response("", Some(plan.finish), Some(plan.usage()), model, id));
         return out;
     }
     let last = pieces.len() - 1;
@@ -316,24 +271,12 @@ mod tests {
         });
         assert_eq!(prompt_tokens(&r), 10);
         assert_eq!(prompt_tokens(&req_user("")), 1);
-        assert_eq!(
-            prompt_tokens(
-                &json!({"system_instruction": {"parts": [{"text": "abcdefgh"}]}, "contents": []})
-            ),
-            2
-        );
+        assert_eq!(prompt_tokens(&json!({"system_instruction": {"parts": [{"text": "abcdefgh"}]}, "contents": []})), 2);
     }
 
     #[test]
     fn tokens_never_exceed_bytes() {
-        for s in [
-            "x",
-            "hello world",
-            "ünïcödé",
-            "日本語のテキスト",
-            "🦀🦀",
-            "a b c d e f g",
-        ] {
+        for s in ["x", "hello world", "ünïcödé", "日本語のテキスト", "🦀🦀", "a b c d e f g"] {
             let r = req_user(s);
             assert!(prompt_tokens(&r) <= s.len() as u64);
         }
@@ -344,32 +287,18 @@ mod tests {
         assert_eq!(answer(&req_user("What is 2+2?")), "4");
         assert_eq!(answer(&req_user("  what IS 2+2? Answer briefly. ")), "4");
         assert_eq!(
-            answer(&req_user(
-                "Say 'Hello from Multi-Key Router!' and nothing else."
-            )),
+            answer(&req_user("Say 'Hello from Multi-Key Router!' and nothing else.")),
             "Hello from Multi-Key Router!"
         );
         assert_eq!(answer(&req_user("say \"ok\" AND NOTHING ELSE")), "ok");
-        assert_eq!(
-            answer(&req_user("Please say 'it's fine' and nothing else")),
-            "it's fine"
-        );
-        assert_eq!(
-            answer(&req_user("Say '' and nothing else' and nothing else")),
-            "' and nothing else"
-        );
+        assert_eq!(answer(&req_user("Please say 'it's fine' and nothing else")), "it's fine");
+        assert_eq!(answer(&req_user("Say '' and nothing else' and nothing else")), "' and nothing else");
         assert_eq!(answer(&req_user("Reply with JSON please")), "{\"ok\":true}");
         let j = json!({"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"responseMimeType": "application/json"}});
         assert_eq!(answer(&j), "{\"ok\":true}");
-        assert_eq!(
-            answer(&req_user(" Tell me a story ")),
-            "Mock reply to: Tell me a story"
-        );
+        assert_eq!(answer(&req_user(" Tell me a story ")), "Mock reply to: Tell me a story");
         let long = "é".repeat(100);
-        assert_eq!(
-            answer(&req_user(&long)),
-            format!("Mock reply to: {}", "é".repeat(80))
-        );
+        assert_eq!(answer(&req_user(&long)), format!("Mock reply to: {}", "é".repeat(80)));
     }
 
     #[test]
@@ -380,20 +309,14 @@ mod tests {
             {"role": "user", "parts": [{"text": "What was my previous question?"}]}
         ]});
         assert_eq!(answer(&r), "What is the capital of France?");
-        assert_eq!(
-            answer(&req_user("What was my previous question?")),
-            "You have not asked anything before."
-        );
+        assert_eq!(answer(&req_user("What was my previous question?")), "You have not asked anything before.");
     }
 
     #[test]
     fn plan_usage_and_limits() {
         let p = plan(&req_user("What is 2+2?"));
         assert_eq!(p.text, "4");
-        assert_eq!(
-            (p.prompt, p.candidates, p.thoughts, p.total()),
-            (3, 1, 0, 4)
-        );
+        assert_eq!((p.prompt, p.candidates, p.thoughts, p.total()), (3, 1, 0, 4));
         assert_eq!(p.finish, "STOP");
         assert!(p.usage().get("thoughtsTokenCount").is_none());
 
@@ -443,19 +366,10 @@ mod tests {
         let p = plan(&req_user("Tell me a story about a small crab"));
         let ev = stream_events(&p, "gemini-2.5-flash", "id1");
         assert!(ev.len() >= 3);
-        let text: String = ev
-            .iter()
-            .map(|e| {
-                e["candidates"][0]["content"]["parts"][0]["text"]
-                    .as_str()
-                    .unwrap()
-            })
-            .collect();
+        let text: String =
+            ev.iter().map(|e| e["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap()).collect();
         assert_eq!(text, p.text);
-        assert_eq!(
-            ev[0]["usageMetadata"],
-            json!({"promptTokenCount": p.prompt})
-        );
+        assert_eq!(ev[0]["usageMetadata"], json!({"promptTokenCount": p.prompt}));
         assert!(ev[1].get("usageMetadata").is_none());
         let last = ev.last().unwrap();
         assert_eq!(last["candidates"][0]["finishReason"], "STOP");

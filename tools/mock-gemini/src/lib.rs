@@ -217,11 +217,7 @@ impl Inner {
     fn resolve(&self, key: &str) -> Option<KeyInfo> {
         if self.keys.is_empty() {
             let label = config::anon_label(key);
-            return Some(KeyInfo {
-                project: label.clone(),
-                label,
-                permission_denied: false,
-            });
+            return Some(KeyInfo { project: label.clone(), label, permission_denied: false });
         }
         self.keys.get(key).cloned()
     }
@@ -256,9 +252,7 @@ impl Inner {
     fn take_fault(&mut self, label: &str, model: &str) -> Option<Fault> {
         let idx = self.faults.iter().position(|f| {
             f.label.as_deref().is_none_or(|l| l == label)
-                && f.model
-                    .as_deref()
-                    .is_none_or(|m| config::strip_models_prefix(m) == model)
+                && f.model.as_deref().is_none_or(|m| config::strip_models_prefix(m) == model)
         })?;
         let f = &mut self.faults[idx];
         f.remaining -= 1;
@@ -319,15 +313,8 @@ pub struct Mock {
 
 impl Mock {
     pub fn new(cfg: Config) -> Arc<Mock> {
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x1234_5678);
-        Arc::new(Mock {
-            inner: Mutex::new(Inner::new(cfg)),
-            clock_offset_ms: AtomicI64::new(0),
-            id_seed: seed,
-        })
+        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0x1234_5678);
+        Arc::new(Mock { inner: Mutex::new(Inner::new(cfg)), clock_offset_ms: AtomicI64::new(0), id_seed: seed })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -336,10 +323,7 @@ impl Mock {
 
     /// The mock's clock (wall clock plus the offset set with `POST /_mock/clock`), in ms.
     pub fn now_ms(&self) -> u64 {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         (wall + self.clock_offset_ms.load(Ordering::Relaxed)).max(0) as u64
     }
 
@@ -371,10 +355,7 @@ pub fn app(cfg: Config) -> Router {
 pub fn app_with(mock: Arc<Mock>) -> Router {
     Router::new()
         .route("/_mock/health", get(health))
-        .route(
-            "/_mock/faults",
-            get(faults_list).post(faults_add).delete(faults_clear),
-        )
+        .route("/_mock/faults", get(faults_list).post(faults_add).delete(faults_clear))
         .route("/_mock/stats", get(stats))
         .route("/_mock/requests", get(requests_list).delete(requests_clear))
         .route("/_mock/reset", post(reset))
@@ -394,10 +375,7 @@ type St = State<Arc<Mock>>;
 fn json_response(status: u16, v: &Value) -> Response {
     let mut r = Response::new(Body::from(serde_json::to_vec(v).unwrap_or_default()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=UTF-8"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
     r
 }
 
@@ -439,10 +417,7 @@ async fn faults_add(State(m): St, body: Bytes) -> Response {
         _ => String::new(),
     };
     let Some(kind) = FaultKind::parse(&kind_str) else {
-        return json_response(
-            400,
-            &json!({"ok": false, "error": format!("unknown fault kind {kind_str:?}")}),
-        );
+        return json_response(400, &json!({"ok": false, "error": format!("unknown fault kind {kind_str:?}")}));
     };
     let count = v["count"].as_u64().unwrap_or(1);
     if count == 0 {
@@ -452,9 +427,7 @@ async fn faults_add(State(m): St, body: Bytes) -> Response {
         kind,
         remaining: count,
         label: v["label"].as_str().map(str::to_string),
-        model: v["model"]
-            .as_str()
-            .map(|s| config::strip_models_prefix(s).to_string()),
+        model: v["model"].as_str().map(|s| config::strip_models_prefix(s).to_string()),
         delay_ms: v["delay_ms"].as_u64().unwrap_or(1_000),
     };
     let mut g = m.lock();
@@ -470,10 +443,7 @@ async fn requests_list(State(m): St, Query(q): Query<HashMap<String, String>>) -
     let body = serde_json::to_vec(&entries).unwrap_or_default();
     drop(g);
     let mut r = Response::new(Body::from(body));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=UTF-8"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
     r
 }
 
@@ -504,10 +474,7 @@ async fn config_put(State(m): St, body: Bytes) -> Response {
 }
 
 async fn clock_get(State(m): St) -> Response {
-    json_response(
-        200,
-        &json!({"now_ms": m.now_ms(), "offset_ms": m.clock_offset_ms.load(Ordering::Relaxed)}),
-    )
+    json_response(200, &json!({"now_ms": m.now_ms(), "offset_ms": m.clock_offset_ms.load(Ordering::Relaxed)}))
 }
 
 async fn clock_set(State(m): St, body: Bytes) -> Response {
@@ -517,10 +484,7 @@ async fn clock_set(State(m): St, body: Bytes) -> Response {
     } else if let Some(adv) = v["advance_ms"].as_i64() {
         m.clock_offset_ms.fetch_add(adv, Ordering::Relaxed);
     } else {
-        return json_response(
-            400,
-            &json!({"ok": false, "error": "expected offset_ms or advance_ms"}),
-        );
+        return json_response(400, &json!({"ok": false, "error": "expected offset_ms or advance_ms"}));
     }
     clock_get(State(m)).await
 }
@@ -558,20 +522,13 @@ fn query_param(uri: &Uri, name: &str) -> Option<String> {
 /// Strips the optional version and `models/` prefixes: returns the rest of the path.
 fn strip_api_prefix(path: &str) -> &str {
     let p = path.trim_start_matches('/');
-    let p = ["v1beta/", "v1/", "v1alpha/"]
-        .iter()
-        .find_map(|v| p.strip_prefix(v))
-        .unwrap_or(p);
+    let p = ["v1beta/", "v1/", "v1alpha/"].iter().find_map(|v| p.strip_prefix(v)).unwrap_or(p);
     config::strip_models_prefix(p)
 }
 
 /// `…/models/{model}:{method}` → (model, method).
 fn parse_call(path: &str) -> Option<(String, String)> {
-    let decoded = if path.contains('%') {
-        percent_decode(path)
-    } else {
-        path.to_string()
-    };
+    let decoded = if path.contains('%') { percent_decode(path) } else { path.to_string() };
     let rest = strip_api_prefix(&decoded);
     let (model, method) = rest.rsplit_once(':')?;
     if model.is_empty() || model.contains('/') || method.is_empty() {
@@ -688,11 +645,10 @@ async fn api(State(m): St, method: Method, uri: Uri, headers: HeaderMap, body: B
         Err(e) => Err(format!("Invalid JSON payload received. {e}")),
     };
     let log_body = parsed.unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
-    let (cfg, seq, extra_delay_ms, cut) =
-        match decide(&m, &model, op, key.as_deref(), &plan, log_body) {
-            Ok(d) => d,
-            Err(e) => return err_response(&e),
-        };
+    let (cfg, seq, extra_delay_ms, cut) = match decide(&m, &model, op, key.as_deref(), &plan, log_body) {
+        Ok(d) => d,
+        Err(e) => return err_response(&e),
+    };
     let plan = plan.expect("validated");
     let delay = cfg.latency_ms + extra_delay_ms;
     if delay > 0 {
@@ -701,13 +657,7 @@ async fn api(State(m): St, method: Method, uri: Uri, headers: HeaderMap, body: B
     let id = m.response_id(seq);
     match op {
         Op::Generate => {
-            let v = gen::response(
-                &plan.text,
-                Some(plan.finish),
-                Some(plan.usage()),
-                &model,
-                &id,
-            );
+            let v = gen::response(&plan.text, Some(plan.finish), Some(plan.usage()), &model, &id);
             if cut {
                 truncated_json(serde_json::to_vec(&v).unwrap_or_default())
             } else {
@@ -733,10 +683,8 @@ async fn api(State(m): St, method: Method, uri: Uri, headers: HeaderMap, body: B
                     truncated_json(body)
                 } else {
                     let mut r = Response::new(Body::from(body));
-                    r.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json; charset=UTF-8"),
-                    );
+                    r.headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
                     r
                 }
             }
@@ -792,9 +740,7 @@ fn decide(
         match fault.as_ref().map(|f| f.kind) {
             Some(k @ FaultKind::Internal) => Outcome::Error(errors::internal(), Some(k)),
             Some(k @ FaultKind::Unavailable) => Outcome::Error(errors::unavailable(), Some(k)),
-            Some(k @ FaultKind::Exhausted) => {
-                Outcome::Error(errors::exhausted_no_details(), Some(k))
-            }
+            Some(k @ FaultKind::Exhausted) => Outcome::Error(errors::exhausted_no_details(), Some(k)),
             Some(k @ FaultKind::InvalidKey) => Outcome::Error(errors::invalid_key(), Some(k)),
             Some(k @ FaultKind::Rpm) => {
                 let lim = limits.and_then(|l| l.rpm).unwrap_or(10);
@@ -808,9 +754,7 @@ fn decide(
             other => {
                 let gr = g.groups.get_mut(&group_id).expect("group exists");
                 match admit(gr, now, limits, cfg.enforce_quotas, prompt) {
-                    Err((kind, limit, retry)) => {
-                        Outcome::Error(errors::quota(kind, &model, limit, retry), other)
-                    }
+                    Err((kind, limit, retry)) => Outcome::Error(errors::quota(kind, &model, limit, retry), other),
                     Ok(()) => {
                         let ks = g.key_stats.get_mut(&info.label).expect("key stats exist");
                         ks.admitted.record(now);
@@ -830,10 +774,7 @@ fn decide(
 
     let (status, fault_kind) = match &outcome {
         Outcome::Error(v, f) => (v["error"]["code"].as_u64().unwrap_or(500) as u16, *f),
-        Outcome::Ok {
-            cut,
-            extra_delay_ms,
-        } => (
+        Outcome::Ok { cut, extra_delay_ms } => (
             200,
             if *cut {
                 Some(FaultKind::CutStream)
@@ -858,24 +799,13 @@ fn decide(
             _ => gr.errors += 1,
         }
     }
-    g.log(
-        now,
-        Some(info.label),
-        &model,
-        op,
-        status,
-        fault_kind,
-        log_body,
-    );
+    g.log(now, Some(info.label), &model, op, status, fault_kind, log_body);
     let seq = g.seq;
     drop(g);
 
     let (extra_delay_ms, cut) = match outcome {
         Outcome::Error(v, _) => return Err(v),
-        Outcome::Ok {
-            extra_delay_ms,
-            cut,
-        } => (extra_delay_ms, cut),
+        Outcome::Ok { extra_delay_ms, cut } => (extra_delay_ms, cut),
     };
     Ok((cfg, seq, extra_delay_ms, cut))
 }
@@ -918,28 +848,16 @@ fn admit(
     Ok(())
 }
 
-fn count_tokens(
-    m: &Mock,
-    model: &str,
-    key: Option<&str>,
-    parsed: Result<Value, String>,
-    raw: &Bytes,
-) -> Response {
+fn count_tokens(m: &Mock, model: &str, key: Option<&str>, parsed: Result<Value, String>, raw: &Bytes) -> Response {
     let result: Result<u64, String> = match &parsed {
         Err(e) => Err(format!("Invalid JSON payload received. {e}")),
         Ok(v) => {
             let has_contents = v.get("contents").is_some_and(|c| !c.is_null());
-            let gcr = v
-                .get("generateContentRequest")
-                .or_else(|| v.get("generate_content_request"))
-                .filter(|c| !c.is_null());
+            let gcr =
+                v.get("generateContentRequest").or_else(|| v.get("generate_content_request")).filter(|c| !c.is_null());
             match (has_contents, gcr) {
-                (true, Some(_)) => {
-                    Err("Only one of contents or generate_content_request can be set.".into())
-                }
-                (false, None) => {
-                    Err("* CountTokensRequest.contents: contents is not specified\n".into())
-                }
+                (true, Some(_)) => Err("Only one of contents or generate_content_request can be set.".into()),
+                (false, None) => Err("* CountTokensRequest.contents: contents is not specified\n".into()),
                 (true, None) => match v["contents"].as_array() {
                     Some(a) if !a.is_empty() => Ok(gen::prompt_tokens(v)),
                     _ => Err("* CountTokensRequest.contents: contents is not specified\n".into()),
@@ -961,36 +879,19 @@ fn count_tokens(
             return err_response(&e);
         }
     };
-    g.key_stats
-        .entry(info.label.clone())
-        .or_default()
-        .count_tokens += 1;
+    g.key_stats.entry(info.label.clone()).or_default().count_tokens += 1;
     let (status, v) = match result {
         _ if info.permission_denied => (403, errors::permission_denied()),
-        Ok(n) => (
-            200,
-            json!({"totalTokens": n, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": n}]}),
-        ),
+        Ok(n) => (200, json!({"totalTokens": n, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": n}]})),
         Err(msg) => (400, errors::invalid_argument(&msg)),
     };
-    g.log(
-        now,
-        Some(info.label),
-        model,
-        Op::Count,
-        status,
-        None,
-        log_body,
-    );
+    g.log(now, Some(info.label), model, Op::Count, status, None, log_body);
     drop(g);
     json_response(status, &v)
 }
 
 fn cut_error() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::ConnectionAborted,
-        "mock-gemini: cut_stream fault",
-    )
+    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "mock-gemini: cut_stream fault")
 }
 
 /// SSE response; with `cut`, the connection is aborted after the first event.
@@ -1014,10 +915,7 @@ fn stream_response(chunks: Vec<Bytes>, delay_ms: u64, cut: bool) -> Response {
     });
     let mut r = Response::new(Body::from_stream(stream));
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }
@@ -1041,10 +939,7 @@ fn truncated_json(full: Vec<u8>) -> Response {
     });
     let mut r = Response::new(Body::from_stream(stream));
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=UTF-8"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     r
 }
@@ -1056,16 +951,10 @@ mod tests {
     #[test]
     fn path_parsing() {
         let p = |s: &str| parse_call(s);
-        let want = Some((
-            "gemini-2.5-flash".to_string(),
-            "generateContent".to_string(),
-        ));
+        let want = Some(("gemini-2.5-flash".to_string(), "generateContent".to_string()));
         assert_eq!(p("/v1beta/models/gemini-2.5-flash:generateContent"), want);
         assert_eq!(p("/v1/models/gemini-2.5-flash:generateContent"), want);
-        assert_eq!(
-            p("/v1beta/models/models/gemini-2.5-flash:generateContent"),
-            want
-        );
+        assert_eq!(p("/v1beta/models/models/gemini-2.5-flash:generateContent"), want);
         assert_eq!(p("/v1beta/gemini-2.5-flash:generateContent"), want);
         assert_eq!(p("/v1beta/models/gemini-2.5-flash%3AgenerateContent"), want);
         assert_eq!(
@@ -1087,11 +976,7 @@ mod tests {
     #[test]
     fn admission_counts_only_admitted() {
         let mut gr = Group::default();
-        let lim = Some(Limits {
-            rpm: Some(2),
-            tpm: Some(100),
-            rpd: Some(4),
-        });
+        let lim = Some(Limits { rpm: Some(2), tpm: Some(100), rpd: Some(4) });
         let t = 1_750_000_000_000u64;
         assert!(admit(&mut gr, t, lim, true, 10).is_ok());
         assert!(admit(&mut gr, t + 1, lim, true, 10).is_ok());

@@ -5,8 +5,7 @@ use std::process::ExitCode;
 
 use mock_gemini::Config;
 
-const USAGE: &str =
-    "usage: mock-gemini --port P [--config path.json] [--latency-ms N] [--bind 127.0.0.1]";
+const USAGE: &str = "usage: mock-gemini --port P [--config path.json] [--latency-ms N] [--bind 127.0.0.1]";
 
 struct Args {
     port: u16,
@@ -16,12 +15,7 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        port: 0,
-        config: None,
-        latency_ms: None,
-        bind: "127.0.0.1".into(),
-    };
+    let mut args = Args { port: 0, config: None, latency_ms: None, bind: "127.0.0.1".into() };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let (name, inline) = match a.split_once('=') {
@@ -32,18 +26,11 @@ fn parse_args() -> Result<Args, String> {
             println!("{USAGE}");
             std::process::exit(0);
         }
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+        let mut value = || inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{name} needs a value"));
         match name.as_str() {
             "--port" => args.port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
             "--config" => args.config = Some(value()?),
-            "--latency-ms" => {
-                args.latency_ms = Some(value()?.parse().map_err(|e| format!("--latency-ms: {e}"))?)
-            }
+            "--latency-ms" => args.latency_ms = Some(value()?.parse().map_err(|e| format!("--latency-ms: {e}"))?),
             "--bind" => args.bind = value()?,
             _ => return Err(format!("unknown argument {a:?}")),
         }
@@ -62,16 +49,15 @@ async fn main() -> ExitCode {
     };
     let mut cfg = match &args.config {
         None => Config::default(),
-        Some(path) => match std::fs::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| Config::from_json(&t))
-        {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("mock-gemini: cannot load config {path}: {e}");
-                return ExitCode::from(1);
+        Some(path) => {
+            match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| Config::from_json(&t)) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("mock-gemini: cannot load config {path}: {e}");
+                    return ExitCode::from(1);
+                }
             }
-        },
+        }
     };
     if let Some(l) = args.latency_ms {
         cfg.latency_ms = l;
@@ -88,18 +74,10 @@ async fn main() -> ExitCode {
     eprintln!(
         "mock-gemini: {} key(s) configured{}, {} project(s), latency {} ms, quotas {}",
         labels.len(),
-        if labels.is_empty() {
-            " (any key accepted)".to_string()
-        } else {
-            format!(" ({})", labels.join(", "))
-        },
+        if labels.is_empty() { " (any key accepted)".to_string() } else { format!(" ({})", labels.join(", ")) },
         cfg.projects.len(),
         cfg.latency_ms,
-        if cfg.enforce_quotas {
-            "enforced"
-        } else {
-            "not enforced"
-        }
+        if cfg.enforce_quotas { "enforced" } else { "not enforced" }
     );
     println!("mock-gemini listening on http://{}:{port}", args.bind);
     let _ = std::io::stdout().flush();

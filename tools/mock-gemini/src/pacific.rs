@@ -141,33 +141,15 @@ mod tests {
     #[test]
     fn midnights_in_winter_and_summer() {
         // 2025-01-15 12:00 UTC is 04:00 PST; next midnight = Jan 16 08:00 UTC.
-        assert_eq!(
-            next_midnight_secs(utc(2025, 1, 15, 12, 0)),
-            utc(2025, 1, 16, 8, 0)
-        );
+        assert_eq!(next_midnight_secs(utc(2025, 1, 15, 12, 0)), utc(2025, 1, 16, 8, 0));
         // 2025-01-16 07:59 UTC is still Jan 15 23:59 PST.
-        assert_eq!(
-            next_midnight_secs(utc(2025, 1, 16, 7, 59)),
-            utc(2025, 1, 16, 8, 0)
-        );
+        assert_eq!(next_midnight_secs(utc(2025, 1, 16, 7, 59)), utc(2025, 1, 16, 8, 0));
         // exactly at midnight → the following one
-        assert_eq!(
-            next_midnight_secs(utc(2025, 1, 16, 8, 0)),
-            utc(2025, 1, 17, 8, 0)
-        );
+        assert_eq!(next_midnight_secs(utc(2025, 1, 16, 8, 0)), utc(2025, 1, 17, 8, 0));
         // Summer: midnight PDT = 07:00 UTC.
-        assert_eq!(
-            next_midnight_secs(utc(2025, 7, 15, 12, 0)),
-            utc(2025, 7, 16, 7, 0)
-        );
-        assert_eq!(
-            pacific_day(utc(2025, 7, 16, 6, 59)),
-            days_from_civil(2025, 7, 15)
-        );
-        assert_eq!(
-            pacific_day(utc(2025, 7, 16, 7, 0)),
-            days_from_civil(2025, 7, 16)
-        );
+        assert_eq!(next_midnight_secs(utc(2025, 7, 15, 12, 0)), utc(2025, 7, 16, 7, 0));
+        assert_eq!(pacific_day(utc(2025, 7, 16, 6, 59)), days_from_civil(2025, 7, 15));
+        assert_eq!(pacific_day(utc(2025, 7, 16, 7, 0)), days_from_civil(2025, 7, 16));
     }
 
     #[test]
@@ -179,10 +161,7 @@ mod tests {
         assert_eq!(m10, utc(2025, 3, 10, 7, 0));
         assert_eq!(m10 - m9, 23 * HOUR);
         // 03:30 PDT on the transition day belongs to Mar 9.
-        assert_eq!(
-            pacific_day(utc(2025, 3, 9, 10, 30)),
-            days_from_civil(2025, 3, 9)
-        );
+        assert_eq!(pacific_day(utc(2025, 3, 9, 10, 30)), days_from_civil(2025, 3, 9));
     }
 
     #[test]
@@ -193,19 +172,10 @@ mod tests {
         assert_eq!(m3, utc(2025, 11, 3, 8, 0));
         assert_eq!(m3 - m2, 25 * HOUR);
         // 01:30 local happens twice; both are Nov 2.
-        assert_eq!(
-            pacific_day(utc(2025, 11, 2, 8, 30)),
-            days_from_civil(2025, 11, 2)
-        );
-        assert_eq!(
-            pacific_day(utc(2025, 11, 2, 9, 30)),
-            days_from_civil(2025, 11, 2)
-        );
+        assert_eq!(pacific_day(utc(2025, 11, 2, 8, 30)), days_from_civil(2025, 11, 2));
+        assert_eq!(pacific_day(utc(2025, 11, 2, 9, 30)), days_from_civil(2025, 11, 2));
         // 23:30 PST Nov 2 = 07:30 UTC Nov 3.
-        assert_eq!(
-            pacific_day(utc(2025, 11, 3, 7, 30)),
-            days_from_civil(2025, 11, 2)
-        );
+        assert_eq!(pacific_day(utc(2025, 11, 3, 7, 30)), days_from_civil(2025, 11, 2));
     }
 
     #[test]

@@ -134,20 +134,14 @@ mod tests {
             w.push(t0 + i * 100, 10);
         }
         // 6th refused; oldest (t0) frees at t0+60000.
-        assert_eq!(
-            w.check(t0 + 1_000, Some(5), None, 10),
-            Err((MinuteLimit::Rpm, 59_000))
-        );
+        assert_eq!(w.check(t0 + 1_000, Some(5), None, 10), Err((MinuteLimit::Rpm, 59_000)));
         // At exactly t0+60000 the first entry has left the window.
         assert!(w.check(t0 + 60_000, Some(5), None, 10).is_ok());
         assert_eq!(w.len(), 4);
         // One millisecond earlier it had not.
         let mut w2 = SlidingLog::default();
         w2.push(t0, 1);
-        assert_eq!(
-            w2.check(t0 + 59_999, Some(1), None, 1),
-            Err((MinuteLimit::Rpm, 1))
-        );
+        assert_eq!(w2.check(t0 + 59_999, Some(1), None, 1), Err((MinuteLimit::Rpm, 1)));
     }
 
     #[test]
@@ -158,14 +152,8 @@ mod tests {
         for t in [0u64, 10, 20, 30] {
             w.push(100_000 + t, 1);
         }
-        assert_eq!(
-            w.check(100_030, Some(2), None, 1),
-            Err((MinuteLimit::Rpm, 60_000 - 10))
-        );
-        assert_eq!(
-            w.check(100_030, Some(0), None, 1),
-            Err((MinuteLimit::Rpm, 60_000))
-        );
+        assert_eq!(w.check(100_030, Some(2), None, 1), Err((MinuteLimit::Rpm, 60_000 - 10)));
+        assert_eq!(w.check(100_030, Some(0), None, 1), Err((MinuteLimit::Rpm, 60_000)));
     }
 
     #[test]
@@ -178,20 +166,11 @@ mod tests {
         assert_eq!(w.tokens(), 90);
         assert!(w.check(t0 + 30_000, None, Some(100), 10).is_ok());
         // 90 + 50 > 100: need to free 40 → the first entry (expires at t0+60000).
-        assert_eq!(
-            w.check(t0 + 30_000, None, Some(100), 50),
-            Err((MinuteLimit::Tpm, 30_000))
-        );
+        assert_eq!(w.check(t0 + 30_000, None, Some(100), 50), Err((MinuteLimit::Tpm, 30_000)));
         // 90 + 60 > 100: need 50 freed → first two entries (second expires at t0+70000).
-        assert_eq!(
-            w.check(t0 + 30_000, None, Some(100), 60),
-            Err((MinuteLimit::Tpm, 40_000))
-        );
+        assert_eq!(w.check(t0 + 30_000, None, Some(100), 60), Err((MinuteLimit::Tpm, 40_000)));
         // Larger than the whole limit: never fits.
-        assert_eq!(
-            w.check(t0 + 30_000, None, Some(100), 101),
-            Err((MinuteLimit::Tpm, WINDOW_MS))
-        );
+        assert_eq!(w.check(t0 + 30_000, None, Some(100), 101), Err((MinuteLimit::Tpm, WINDOW_MS)));
         w.trim(t0 + 60_000);
         assert_eq!(w.tokens(), 50);
         assert_eq!(w.len(), 2);

@@ -37,10 +37,7 @@ async fn start(cfg: Value) -> Mock {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(mock_gemini::serve(listener, cfg));
-    Mock {
-        base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::new(),
-    }
+    Mock { base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() }
 }
 
 fn user(text: &str) -> Value {
@@ -66,24 +63,11 @@ impl Mock {
     }
 
     async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.http.get(format!("{}{path}", self.base)).send().await.unwrap().json().await.unwrap()
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = self.http.request(method, format!("{}{path}", self.base)).json(&body).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap())
     }
 
@@ -94,9 +78,7 @@ impl Mock {
 }
 
 fn text_of(v: &Value) -> &str {
-    v["candidates"][0]["content"]["parts"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
+    v["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap_or_default()
 }
 
 fn sse_events(body: &str) -> Vec<Value> {
@@ -110,21 +92,10 @@ fn sse_events(body: &str) -> Vec<Value> {
 async fn health_and_models() {
     let m = start(config()).await;
     assert_eq!(m.get("/_mock/health").await, json!({"ok": true}));
-    let r = m
-        .http
-        .get(format!("{}/v1beta/models", m.base))
-        .header("x-goog-api-key", KEY_A)
-        .send()
-        .await
-        .unwrap();
+    let r = m.http.get(format!("{}/v1beta/models", m.base)).header("x-goog-api-key", KEY_A).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    let names: Vec<&str> = v["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = v["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"models/gemini-2.5-flash"));
     assert!(names.contains(&"models/gemini-2.5-pro"));
     assert!(names.contains(&"models/gemini-tpm"));
@@ -139,29 +110,17 @@ async fn generate_content() {
     assert_eq!(v["candidates"][0]["finishReason"], "STOP");
     assert_eq!(v["candidates"][0]["content"]["role"], "model");
     assert_eq!(v["candidates"][0]["index"], 0);
-    assert_eq!(
-        v["usageMetadata"],
-        json!({"promptTokenCount": 3, "candidatesTokenCount": 1, "totalTokenCount": 4})
-    );
+    assert_eq!(v["usageMetadata"], json!({"promptTokenCount": 3, "candidatesTokenCount": 1, "totalTokenCount": 4}));
     assert_eq!(v["modelVersion"], FLASH);
     assert!(v["responseId"].as_str().unwrap().len() >= 16);
 
-    let (_, v) = m
-        .gen(
-            KEY_A,
-            FLASH,
-            "Say 'Hello from Multi-Key Router!' and nothing else.",
-        )
-        .await;
+    let (_, v) = m.gen(KEY_A, FLASH, "Say 'Hello from Multi-Key Router!' and nothing else.").await;
     assert_eq!(text_of(&v), "Hello from Multi-Key Router!");
 
     // ?key= and the /v1 path, `models/` prefix repeated.
     let r = m
         .http
-        .post(format!(
-            "{}/v1/models/models/gemini-2.5-pro:generateContent?key={KEY_B}",
-            m.base
-        ))
+        .post(format!("{}/v1/models/models/gemini-2.5-pro:generateContent?key={KEY_B}", m.base))
         .json(&json!({
             "systemInstruction": {"parts": [{"text": "Be brief."}]},
             "contents": [{"role": "user", "parts": [{"text": "Tell me everything"}]}],
@@ -190,13 +149,8 @@ async fn generate_content() {
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["status"], "INVALID_ARGUMENT");
-    let (s, v) = m
-        .call(KEY_A, FLASH, "generateContent", &json!({"contents": []}))
-        .await;
-    assert_eq!(
-        (s, v["error"]["status"].as_str()),
-        (400, Some("INVALID_ARGUMENT"))
-    );
+    let (s, v) = m.call(KEY_A, FLASH, "generateContent", &json!({"contents": []})).await;
+    assert_eq!((s, v["error"]["status"].as_str()), (400, Some("INVALID_ARGUMENT")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,29 +158,20 @@ async fn stream_sse_and_array() {
     let m = start(config()).await;
     let r = m
         .http
-        .post(format!(
-            "{}/v1beta/models/{FLASH}:streamGenerateContent?alt=sse",
-            m.base
-        ))
+        .post(format!("{}/v1beta/models/{FLASH}:streamGenerateContent?alt=sse", m.base))
         .header("x-goog-api-key", KEY_A)
         .json(&user("Tell me a long story about a crab that routes keys"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     let body = r.text().await.unwrap();
     assert!(!body.contains("[DONE]"));
     let ev = sse_events(&body);
     assert!(ev.len() >= 3, "{body}");
     let full: String = ev.iter().map(text_of).collect();
-    assert_eq!(
-        full,
-        "Mock reply to: Tell me a long story about a crab that routes keys"
-    );
+    assert_eq!(full, "Mock reply to: Tell me a long story about a crab that routes keys");
     assert_eq!(ev[0]["usageMetadata"], json!({"promptTokenCount": 13}));
     for e in &ev[1..ev.len() - 1] {
         assert!(e.get("usageMetadata").is_none());
@@ -241,9 +186,7 @@ async fn stream_sse_and_array() {
     );
 
     // Without alt=sse: one JSON array.
-    let (s, v) = m
-        .call(KEY_A, FLASH, "streamGenerateContent", &user("What is 2+2?"))
-        .await;
+    let (s, v) = m.call(KEY_A, FLASH, "streamGenerateContent", &user("What is 2+2?")).await;
     assert_eq!(s, 200);
     let arr = v.as_array().unwrap();
     assert_eq!(arr.len(), 2);
@@ -255,9 +198,7 @@ async fn stream_sse_and_array() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn count_tokens_and_auth_errors() {
     let m = start(config()).await;
-    let (s, v) = m
-        .call(KEY_A, FLASH, "countTokens", &user("0123456789"))
-        .await;
+    let (s, v) = m.call(KEY_A, FLASH, "countTokens", &user("0123456789")).await;
     assert_eq!(s, 200);
     assert_eq!(v["totalTokens"], 3);
     let (s, v) = m
@@ -272,10 +213,7 @@ async fn count_tokens_and_auth_errors() {
     assert_eq!((s, v["totalTokens"].as_u64()), (200, Some(3)));
     let both = json!({"contents": user("x")["contents"], "generateContentRequest": user("x")});
     let (s, v) = m.call(KEY_A, FLASH, "countTokens", &both).await;
-    assert_eq!(
-        (s, v["error"]["status"].as_str()),
-        (400, Some("INVALID_ARGUMENT"))
-    );
+    assert_eq!((s, v["error"]["status"].as_str()), (400, Some("INVALID_ARGUMENT")));
     // countTokens consumes no quota: rpm 3 still allows 3 generates.
     for _ in 0..3 {
         assert_eq!(m.gen(KEY_A, FLASH, "hi").await.0, 200);
@@ -286,10 +224,7 @@ async fn count_tokens_and_auth_errors() {
     let expected: Value = serde_json::from_str(r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com","metadata":{"service":"generativelanguage.googleapis.com"}}]}}"#).unwrap();
     assert_eq!(v, expected);
     let (s, v) = m.gen(KEY_DENIED, FLASH, "hi").await;
-    assert_eq!(
-        (s, v["error"]["status"].as_str()),
-        (403, Some("PERMISSION_DENIED"))
-    );
+    assert_eq!((s, v["error"]["status"].as_str()), (403, Some("PERMISSION_DENIED")));
     let (s, _) = m.call(KEY_DENIED, FLASH, "countTokens", &user("x")).await;
     assert_eq!(s, 403);
     let stats = m.get("/_mock/stats").await;
@@ -333,18 +268,9 @@ async fn rpm_quota_429_after_exactly_rpm_requests() {
     let d = e["details"].as_array().unwrap();
     assert_eq!(d[0]["@type"], "type.googleapis.com/google.rpc.QuotaFailure");
     let viol = &d[0]["violations"][0];
-    assert_eq!(
-        viol["quotaId"],
-        "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
-    );
-    assert_eq!(
-        viol["quotaMetric"],
-        "generativelanguage.googleapis.com/generate_content_free_tier_requests"
-    );
-    assert_eq!(
-        viol["quotaDimensions"],
-        json!({"location": "global", "model": FLASH})
-    );
+    assert_eq!(viol["quotaId"], "GenerateRequestsPerMinutePerProjectPerModel-FreeTier");
+    assert_eq!(viol["quotaMetric"], "generativelanguage.googleapis.com/generate_content_free_tier_requests");
+    assert_eq!(viol["quotaDimensions"], json!({"location": "global", "model": FLASH}));
     assert_eq!(viol["quotaValue"], "3");
     assert_eq!(d[1]["@type"], "type.googleapis.com/google.rpc.Help");
     assert_eq!(d[2]["@type"], "type.googleapis.com/google.rpc.RetryInfo");
@@ -365,19 +291,10 @@ async fn rpm_quota_429_after_exactly_rpm_requests() {
     assert_eq!(g["requests_today"], 3);
     assert_eq!(stats["keys"]["flash-b"]["status_429"], 1);
     assert_eq!(stats["keys"]["flash-b"]["requests"], 2);
-    assert_eq!(
-        stats["keys"]["flash-a"]["max_requests_in_rolling_minute"],
-        3
-    );
+    assert_eq!(stats["keys"]["flash-a"]["max_requests_in_rolling_minute"], 3);
 
     // Advancing the mock's clock by a minute frees the window.
-    let (s, _) = m
-        .send(
-            reqwest::Method::POST,
-            "/_mock/clock",
-            json!({"advance_ms": 60_000}),
-        )
-        .await;
+    let (s, _) = m.send(reqwest::Method::POST, "/_mock/clock", json!({"advance_ms": 60_000})).await;
     assert_eq!(s, 200);
     assert_eq!(m.gen(KEY_A, FLASH, "again").await.0, 200);
 }
@@ -395,15 +312,9 @@ async fn tpm_and_rpd_quotas() {
         v["error"]["details"][0]["violations"][0]["quotaId"],
         "GenerateContentInputTokensPerModelPerMinute-FreeTier"
     );
-    assert_eq!(
-        v["error"]["details"][0]["violations"][0]["quotaValue"],
-        "10"
-    );
+    assert_eq!(v["error"]["details"][0]["violations"][0]["quotaValue"], "10");
     let stats = m.get("/_mock/stats").await;
-    assert_eq!(
-        stats["groups"]["proj-a/gemini-tpm"]["max_input_tokens_in_rolling_minute"],
-        10
-    );
+    assert_eq!(stats["groups"]["proj-a/gemini-tpm"]["max_input_tokens_in_rolling_minute"], 10);
 
     // gemini-2.5-pro: 2 per Pacific day.
     assert_eq!(m.gen(KEY_A, "gemini-2.5-pro", "a").await.0, 200);
@@ -411,21 +322,11 @@ async fn tpm_and_rpd_quotas() {
     let (s, v) = m.gen(KEY_A, "gemini-2.5-pro", "c").await;
     assert_eq!(s, 429);
     let d = &v["error"]["details"];
-    assert_eq!(
-        d[0]["violations"][0]["quotaId"],
-        "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
-    );
-    let secs: u64 = d[2]["retryDelay"]
-        .as_str()
-        .unwrap()
-        .trim_end_matches('s')
-        .parse()
-        .unwrap();
+    assert_eq!(d[0]["violations"][0]["quotaId"], "GenerateRequestsPerDayPerProjectPerModel-FreeTier");
+    let secs: u64 = d[2]["retryDelay"].as_str().unwrap().trim_end_matches('s').parse().unwrap();
     assert!(secs > 0 && secs <= 25 * 3600);
     // PUT /_mock/config resets windows.
-    let (s, _) = m
-        .send(reqwest::Method::PUT, "/_mock/config", config())
-        .await;
+    let (s, _) = m.send(reqwest::Method::PUT, "/_mock/config", config()).await;
     assert_eq!(s, 200);
     assert_eq!(m.gen(KEY_A, "gemini-2.5-pro", "d").await.0, 200);
 }
@@ -459,10 +360,7 @@ async fn faults_each_kind() {
                 v["error"]["details"][0]["violations"][0]["quotaId"],
                 "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
             ),
-            "503" => assert_eq!(
-                v["error"]["message"],
-                "The model is overloaded. Please try again later."
-            ),
+            "503" => assert_eq!(v["error"]["message"], "The model is overloaded. Please try again later."),
             "invalid_key" => assert_eq!(v["error"]["details"][0]["reason"], "API_KEY_INVALID"),
             _ => {}
         }
@@ -474,8 +372,7 @@ async fn faults_each_kind() {
     assert_eq!(m.gen(KEY_A, FLASH, "hi").await.0, 429);
 
     // Label / model filters and counts.
-    m.fault(json!({"kind": "503", "count": 2, "label": "flash-b", "model": "gemini-2.5-pro"}))
-        .await;
+    m.fault(json!({"kind": "503", "count": 2, "label": "flash-b", "model": "gemini-2.5-pro"})).await;
     let pending = m.get("/_mock/faults").await;
     assert_eq!(pending[0]["remaining"], 2);
     assert_eq!(m.gen(KEY_A, "gemini-2.5-pro", "x").await.0, 200);
@@ -484,18 +381,10 @@ async fn faults_each_kind() {
     assert_eq!(m.get("/_mock/faults").await, json!([]));
     // DELETE clears the queue.
     m.fault(json!({"kind": "500", "count": 5})).await;
-    let (s, _) = m
-        .send(reqwest::Method::DELETE, "/_mock/faults", json!({}))
-        .await;
+    let (s, _) = m.send(reqwest::Method::DELETE, "/_mock/faults", json!({})).await;
     assert_eq!(s, 200);
     assert_eq!(m.get("/_mock/faults").await, json!([]));
-    let (s, v) = m
-        .send(
-            reqwest::Method::POST,
-            "/_mock/faults",
-            json!({"kind": "nope"}),
-        )
-        .await;
+    let (s, v) = m.send(reqwest::Method::POST, "/_mock/faults", json!({"kind": "nope"})).await;
     assert_eq!(s, 400, "{v}");
 }
 
@@ -512,10 +401,7 @@ async fn fault_slow_and_cut_stream() {
     m.fault(json!({"kind": "cut_stream"})).await;
     let mut r = m
         .http
-        .post(format!(
-            "{}/v1beta/models/{FLASH}:streamGenerateContent?alt=sse",
-            m.base
-        ))
+        .post(format!("{}/v1beta/models/{FLASH}:streamGenerateContent?alt=sse", m.base))
         .header("x-goog-api-key", "k1")
         .json(&user("Tell me a long story about a crab that routes keys"))
         .send()
@@ -552,12 +438,7 @@ async fn fault_slow_and_cut_stream() {
     // The next request is normal again.
     assert_eq!(m.gen("k1", FLASH, "hi").await.0, 200);
     let log = m.get("/_mock/requests").await;
-    let faults: Vec<&str> = log
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["fault"].as_str())
-        .collect();
+    let faults: Vec<&str> = log.as_array().unwrap().iter().filter_map(|e| e["fault"].as_str()).collect();
     assert_eq!(faults, ["slow", "cut_stream", "cut_stream"]);
 }
 
@@ -604,15 +485,11 @@ async fn stats_request_log_and_reset() {
 
     let since = m.get("/_mock/requests?since=2").await;
     assert_eq!(since.as_array().unwrap().len(), 1);
-    let (s, _) = m
-        .send(reqwest::Method::DELETE, "/_mock/requests", json!({}))
-        .await;
+    let (s, _) = m.send(reqwest::Method::DELETE, "/_mock/requests", json!({})).await;
     assert_eq!(s, 200);
     assert_eq!(m.get("/_mock/requests").await, json!([]));
 
-    let (s, _) = m
-        .send(reqwest::Method::POST, "/_mock/reset", json!({}))
-        .await;
+    let (s, _) = m.send(reqwest::Method::POST, "/_mock/reset", json!({})).await;
     assert_eq!(s, 200);
     let stats = m.get("/_mock/stats").await;
     assert_eq!(stats["total_requests"], 0);

@@ -77,12 +77,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         if flag == "-h" || flag == "--help" {
             return Err(String::new());
         }
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+        let mut value = || inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--port" => port = Some(value()?),
             "--bind" => bind = value()?,
@@ -96,12 +91,9 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         }
     }
     let num = |name: &str, v: &str| -> Result<u64, String> {
-        v.parse::<u64>()
-            .map_err(|_| format!("{name}: not a number: {v}"))
+        v.parse::<u64>().map_err(|_| format!("{name}: not a number: {v}"))
     };
-    let token = token
-        .filter(|t| !t.is_empty())
-        .ok_or("a token is required (--token or UPSTASH_LOCAL_TOKEN)")?;
+    let token = token.filter(|t| !t.is_empty()).ok_or("a token is required (--token or UPSTASH_LOCAL_TOKEN)")?;
     Ok(Args {
         port: num("--port", port.as_deref().unwrap_or("8079"))?
             .try_into()
@@ -165,8 +157,8 @@ async fn main() {
     // Nothing to flush on exit: stop at once on SIGTERM/SIGINT instead of waiting for
     // idle keep-alive connections to close.
     tokio::spawn(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

@@ -76,11 +76,10 @@ impl Pool {
 
     /// Checks out a connection, opening a new one if none is idle.
     pub async fn get(self: &Arc<Self>) -> Result<PooledConn, String> {
-        let permit =
-            tokio::time::timeout(self.cfg.wait_timeout, self.permits.clone().acquire_owned())
-                .await
-                .map_err(|_| "timed out waiting for a free connection".to_string())?
-                .map_err(|e| e.to_string())?;
+        let permit = tokio::time::timeout(self.cfg.wait_timeout, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| "timed out waiting for a free connection".to_string())?
+            .map_err(|e| e.to_string())?;
         let generation = self.generation.load(Ordering::Acquire);
         let reused = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -92,9 +91,7 @@ impl Pool {
             None => {
                 // The redis crate applies `connect_timeout` itself; the outer timeout also
                 // bounds the handshake (CLIENT SETINFO) in case Redis accepts but never answers.
-                let fut = self
-                    .client
-                    .get_multiplexed_async_connection_with_config(&self.conn_config);
+                let fut = self.client.get_multiplexed_async_connection_with_config(&self.conn_config);
                 match tokio::time::timeout(self.cfg.connect_timeout * 2, fut).await {
                     Ok(Ok(c)) => c,
                     Ok(Err(e)) => return Err(e.to_string()),
@@ -102,12 +99,7 @@ impl Pool {
                 }
             }
         };
-        Ok(PooledConn {
-            pool: Arc::clone(self),
-            conn: Some(conn),
-            generation,
-            _permit: permit,
-        })
+        Ok(PooledConn { pool: Arc::clone(self), conn: Some(conn), generation, _permit: permit })
     }
 
     /// Number of idle connections (for tests and stats).
@@ -143,12 +135,7 @@ impl PooledConn {
         let pool = &self.pool;
         if pool
             .generation
-            .compare_exchange(
-                self.generation,
-                self.generation + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
+            .compare_exchange(self.generation, self.generation + 1, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
             pool.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -160,11 +147,7 @@ impl Drop for PooledConn {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             if self.pool.generation.load(Ordering::Acquire) == self.generation {
-                self.pool
-                    .idle
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((self.generation, conn));
+                self.pool.idle.lock().unwrap_or_else(|e| e.into_inner()).push((self.generation, conn));
             }
         }
     }

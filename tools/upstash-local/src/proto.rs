@@ -62,12 +62,7 @@ pub fn blocked_reason(cmd: &Command) -> Option<String> {
         // XREAD/XREADGROUP with BLOCK would hold the connection.
         || ((name == "XREAD" || name == "XREADGROUP")
             && cmd.iter().skip(1).any(|a| a.eq_ignore_ascii_case(b"BLOCK")));
-    blocked.then(|| {
-        format!(
-            "ERR Command is not available: '{}'",
-            name.to_ascii_lowercase()
-        )
-    })
+    blocked.then(|| format!("ERR Command is not available: '{}'", name.to_ascii_lowercase()))
 }
 
 /// Converts one JSON array element to a Redis argument.
@@ -80,11 +75,7 @@ pub fn json_to_arg(v: &Json) -> Result<Vec<u8>, String> {
     match v {
         Json::String(s) => Ok(s.as_bytes().to_vec()),
         Json::Number(n) => Ok(n.to_string().into_bytes()),
-        Json::Bool(b) => Ok(if *b {
-            b"true".to_vec()
-        } else {
-            b"false".to_vec()
-        }),
+        Json::Bool(b) => Ok(if *b { b"true".to_vec() } else { b"false".to_vec() }),
         Json::Null => Err("ERR null is not a valid command argument".into()),
         Json::Array(_) | Json::Object(_) => Ok(v.to_string().into_bytes()),
     }
@@ -92,9 +83,7 @@ pub fn json_to_arg(v: &Json) -> Result<Vec<u8>, String> {
 
 /// Parses `["SET","foo","bar"]` into a command.
 pub fn json_to_command(v: &Json) -> Result<Command, String> {
-    let arr = v
-        .as_array()
-        .ok_or_else(|| "ERR failed to parse command: expected a JSON array".to_string())?;
+    let arr = v.as_array().ok_or_else(|| "ERR failed to parse command: expected a JSON array".to_string())?;
     if arr.is_empty() {
         return Err("ERR empty command".into());
     }
@@ -103,11 +92,10 @@ pub fn json_to_command(v: &Json) -> Result<Command, String> {
 
 /// Parses the body of `/pipeline` or `/multi-exec`: an array of command arrays.
 pub fn parse_command_list(body: &[u8]) -> Result<Vec<Command>, String> {
-    let v: Json = serde_json::from_slice(body)
-        .map_err(|e| format!("ERR failed to parse pipeline request: {e}"))?;
-    let arr = v.as_array().ok_or_else(|| {
-        "ERR failed to parse pipeline request: expected an array of commands".to_string()
-    })?;
+    let v: Json = serde_json::from_slice(body).map_err(|e| format!("ERR failed to parse pipeline request: {e}"))?;
+    let arr = v
+        .as_array()
+        .ok_or_else(|| "ERR failed to parse pipeline request: expected an array of commands".to_string())?;
     arr.iter().map(json_to_command).collect()
 }
 
@@ -116,8 +104,7 @@ pub fn parse_single(body: &[u8]) -> Result<Command, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err("ERR empty command".into());
     }
-    let v: Json =
-        serde_json::from_slice(body).map_err(|e| format!("ERR failed to parse command: {e}"))?;
+    let v: Json = serde_json::from_slice(body).map_err(|e| format!("ERR failed to parse command: {e}"))?;
     json_to_command(&v)
 }
 
@@ -130,10 +117,8 @@ pub fn parse_path_form(path: &str, body: &[u8]) -> Result<Command, String> {
     if trimmed.is_empty() {
         return Err("ERR empty command".into());
     }
-    let mut cmd: Command = trimmed
-        .split('/')
-        .map(|seg| percent_encoding::percent_decode_str(seg).collect::<Vec<u8>>())
-        .collect();
+    let mut cmd: Command =
+        trimmed.split('/').map(|seg| percent_encoding::percent_decode_str(seg).collect::<Vec<u8>>()).collect();
     if !body.is_empty() {
         cmd.push(body.to_vec());
     }
@@ -168,18 +153,11 @@ pub fn value_to_json(v: &Value, b64: bool) -> Json {
         Value::Okay => Json::String("OK".into()),
         Value::BulkString(b) => string_json(b, b64),
         Value::SimpleString(s) => string_json(s.as_bytes(), b64),
-        Value::Array(items) | Value::Set(items) => {
-            Json::Array(items.iter().map(|i| value_to_json(i, b64)).collect())
+        Value::Array(items) | Value::Set(items) => Json::Array(items.iter().map(|i| value_to_json(i, b64)).collect()),
+        Value::Push { data, .. } => Json::Array(data.iter().map(|i| value_to_json(i, b64)).collect()),
+        Value::Map(pairs) => {
+            Json::Array(pairs.iter().flat_map(|(k, v)| [value_to_json(k, b64), value_to_json(v, b64)]).collect())
         }
-        Value::Push { data, .. } => {
-            Json::Array(data.iter().map(|i| value_to_json(i, b64)).collect())
-        }
-        Value::Map(pairs) => Json::Array(
-            pairs
-                .iter()
-                .flat_map(|(k, v)| [value_to_json(k, b64), value_to_json(v, b64)])
-                .collect(),
-        ),
         Value::Attribute { data, .. } => value_to_json(data, b64),
         Value::Double(d) => string_json(d.to_string().as_bytes(), b64),
         Value::Boolean(b) => json!(i64::from(*b)),
@@ -217,10 +195,7 @@ pub fn strip_shebang_flag(script: &[u8]) -> Option<Vec<u8>> {
     if !script.starts_with(b"#!lua") {
         return None;
     }
-    let mut line_end = script
-        .iter()
-        .position(|&b| b == b'\n')
-        .unwrap_or(script.len());
+    let mut line_end = script.iter().position(|&b| b == b'\n').unwrap_or(script.len());
     if line_end > 0 && script[line_end - 1] == b'\r' {
         line_end -= 1;
     }
@@ -268,13 +243,7 @@ mod tests {
         let cmd = json_to_command(&json!(["SET", "foo", "bär", "EX", 100])).unwrap();
         assert_eq!(
             cmd,
-            vec![
-                b"SET".to_vec(),
-                b"foo".to_vec(),
-                "bär".as_bytes().to_vec(),
-                b"EX".to_vec(),
-                b"100".to_vec()
-            ]
+            vec![b"SET".to_vec(), b"foo".to_vec(), "bär".as_bytes().to_vec(), b"EX".to_vec(), b"100".to_vec()]
         );
         assert_eq!(json_to_arg(&json!(1.5)).unwrap(), b"1.5");
         assert_eq!(json_to_arg(&json!(-7)).unwrap(), b"-7");
@@ -294,10 +263,7 @@ mod tests {
         assert!(parse_command_list(br#"[["GET"], "x"]"#).is_err());
         assert!(parse_command_list(b"[]").unwrap().is_empty());
         assert!(parse_single(b"").is_err());
-        assert_eq!(
-            parse_single(br#"["PING"]"#).unwrap(),
-            vec![b"PING".to_vec()]
-        );
+        assert_eq!(parse_single(br#"["PING"]"#).unwrap(), vec![b"PING".to_vec()]);
     }
 
     #[test]
@@ -306,18 +272,12 @@ mod tests {
             parse_path_form("/set/foo/bar%20baz", b"").unwrap(),
             vec![b"set".to_vec(), b"foo".to_vec(), b"bar baz".to_vec()]
         );
-        assert_eq!(
-            parse_path_form("/get/k/", b"").unwrap(),
-            vec![b"get".to_vec(), b"k".to_vec()]
-        );
+        assert_eq!(parse_path_form("/get/k/", b"").unwrap(), vec![b"get".to_vec(), b"k".to_vec()]);
         assert_eq!(
             parse_path_form("/set/k", b"\xff\x00v").unwrap(),
             vec![b"set".to_vec(), b"k".to_vec(), b"\xff\x00v".to_vec()]
         );
-        assert_eq!(
-            parse_path_form("/x/%E2%9C%93", b"").unwrap()[1],
-            "✓".as_bytes()
-        );
+        assert_eq!(parse_path_form("/x/%E2%9C%93", b"").unwrap()[1], "✓".as_bytes());
         assert!(parse_path_form("/", b"").is_err());
     }
 
@@ -333,10 +293,7 @@ mod tests {
             json!(["a", [1, null], []])
         );
         // Non-UTF-8 bytes are replaced (lossy) without base64.
-        assert_eq!(
-            value_to_json(&Value::BulkString(vec![b'a', 0xff]), false),
-            json!("a\u{fffd}")
-        );
+        assert_eq!(value_to_json(&Value::BulkString(vec![b'a', 0xff]), false), json!("a\u{fffd}"));
     }
 
     #[test]
@@ -348,29 +305,18 @@ mod tests {
         assert_eq!(value_to_json(&parse(b"$2\r\nOK\r\n"), true), json!("T0s="));
         assert_eq!(value_to_json(&parse(b":5\r\n"), true), json!(5));
         assert_eq!(value_to_json(&parse(b"$-1\r\n"), true), Json::Null);
-        assert_eq!(
-            value_to_json(&parse(b"*2\r\n$3\r\nfoo\r\n:1\r\n"), true),
-            json!(["Zm9v", 1])
-        );
+        assert_eq!(value_to_json(&parse(b"*2\r\n$3\r\nfoo\r\n:1\r\n"), true), json!(["Zm9v", 1]));
         let binary = vec![0u8, 0xff, 0xfe, b'x'];
-        let Json::String(enc) = value_to_json(&Value::BulkString(binary.clone()), true) else {
-            panic!()
-        };
+        let Json::String(enc) = value_to_json(&Value::BulkString(binary.clone()), true) else { panic!() };
         assert_eq!(B64.decode(enc).unwrap(), binary);
     }
 
     #[test]
     fn errors() {
         let v = parse(b"-NOSCRIPT No matching script. Please use EVAL.\r\n");
-        assert_eq!(
-            reply_object(&v, true),
-            json!({"error": "NOSCRIPT No matching script. Please use EVAL."})
-        );
+        assert_eq!(reply_object(&v, true), json!({"error": "NOSCRIPT No matching script. Please use EVAL."}));
         let v = parse(b"-ERR unknown command 'foo'\r\n");
-        assert_eq!(
-            reply_object(&v, false),
-            json!({"error": "ERR unknown command 'foo'"})
-        );
+        assert_eq!(reply_object(&v, false), json!({"error": "ERR unknown command 'foo'"}));
         let v = parse(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n");
         assert_eq!(
             reply_object(&v, false)["error"],
@@ -381,15 +327,8 @@ mod tests {
 
     #[test]
     fn blocked_commands() {
-        let c = |s: &str| {
-            s.split(' ')
-                .map(|a| a.as_bytes().to_vec())
-                .collect::<Command>()
-        };
-        assert_eq!(
-            blocked_reason(&c("blpop a 0")).unwrap(),
-            "ERR Command is not available: 'blpop'"
-        );
+        let c = |s: &str| s.split(' ').map(|a| a.as_bytes().to_vec()).collect::<Command>();
+        assert_eq!(blocked_reason(&c("blpop a 0")).unwrap(), "ERR Command is not available: 'blpop'");
         assert!(blocked_reason(&c("MULTI")).is_some());
         assert!(blocked_reason(&c("watch k")).is_some());
         assert!(blocked_reason(&c("XREAD BLOCK 0 STREAMS s $")).is_some());
@@ -402,14 +341,8 @@ mod tests {
         assert_eq!(strip_shebang_flag(b"return 1"), None);
         assert_eq!(strip_shebang_flag(b"#!lua\nreturn 1"), None);
         assert_eq!(strip_shebang_flag(b"#!lua flags=no-writes\nreturn 1"), None);
-        assert_eq!(
-            strip_shebang_flag(b"#!lua flags=allow-key-locking\nreturn 1").unwrap(),
-            b"\nreturn 1"
-        );
-        assert_eq!(
-            strip_shebang_flag(b"#!lua flags=allow-key-locking\r\nreturn 1").unwrap(),
-            b"\r\nreturn 1"
-        );
+        assert_eq!(strip_shebang_flag(b"#!lua flags=allow-key-locking\nreturn 1").unwrap(), b"\nreturn 1");
+        assert_eq!(strip_shebang_flag(b"#!lua flags=allow-key-locking\r\nreturn 1").unwrap(), b"\r\nreturn 1");
         assert_eq!(
             strip_shebang_flag(b"#!lua flags=no-writes,allow-key-locking\nreturn 1").unwrap(),
             b"#!lua flags=no-writes\nreturn 1"
@@ -418,18 +351,12 @@ mod tests {
             strip_shebang_flag(b"#!lua  flags=allow-key-locking,allow-stale\nreturn 1").unwrap(),
             b"#!lua flags=allow-stale\nreturn 1"
         );
-        assert_eq!(
-            strip_shebang_flag(b"#!lua flags=allow-key-locking").unwrap(),
-            b""
-        );
+        assert_eq!(strip_shebang_flag(b"#!lua flags=allow-key-locking").unwrap(), b"");
     }
 
     #[test]
     fn sha1_matches_redis() {
         // SCRIPT LOAD "return 1" in Redis returns this digest.
-        assert_eq!(
-            sha1_hex(b"return 1"),
-            "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
-        );
+        assert_eq!(sha1_hex(b"return 1"), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
     }
 }

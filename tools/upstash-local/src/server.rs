@@ -41,14 +41,8 @@ impl Stats {
     }
 
     fn reset(&self) {
-        for a in [
-            &self.http_requests,
-            &self.commands,
-            &self.single,
-            &self.pipeline,
-            &self.multi_exec,
-            &self.path_form,
-        ] {
+        for a in [&self.http_requests, &self.commands, &self.single, &self.pipeline, &self.multi_exec, &self.path_form]
+        {
             a.store(0, Ordering::Relaxed);
         }
     }
@@ -92,10 +86,7 @@ fn error_response(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 fn unavailable(detail: &str) -> Response {
-    error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("ERR redis unavailable: {detail}"),
-    )
+    error_response(StatusCode::SERVICE_UNAVAILABLE, format!("ERR redis unavailable: {detail}"))
 }
 
 /// Bearer token from the `Authorization` header, or `_token` from the query string.
@@ -105,18 +96,12 @@ fn authorized(app: &App, headers: &HeaderMap, uri: &Uri) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let (scheme, tok) = v.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| tok.trim().to_string())
+            scheme.eq_ignore_ascii_case("bearer").then(|| tok.trim().to_string())
         })
         .or_else(|| {
             uri.query()?.split('&').find_map(|kv| {
                 let (k, v) = kv.split_once('=')?;
-                (k == "_token").then(|| {
-                    percent_encoding::percent_decode_str(v)
-                        .decode_utf8_lossy()
-                        .into_owned()
-                })
+                (k == "_token").then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
             })
         });
     match provided {
@@ -152,20 +137,12 @@ fn prepare(app: &App, cmd: &mut Command) -> Post {
     let name = String::from_utf8_lossy(&cmd[0]).to_ascii_uppercase();
     let record = |orig: &[u8], stripped: &[u8]| {
         let (o, s) = (proto::sha1_hex(orig), proto::sha1_hex(stripped));
-        app.script_shas
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(o.clone(), s);
+        app.script_shas.write().unwrap_or_else(|e| e.into_inner()).insert(o.clone(), s);
         o
     };
     let map_sha = |sha: &mut Vec<u8>| {
         let key = String::from_utf8_lossy(sha).to_ascii_lowercase();
-        if let Some(s) = app
-            .script_shas
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
+        if let Some(s) = app.script_shas.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
             *sha = s.as_bytes().to_vec();
         }
     };
@@ -214,10 +191,7 @@ fn post_process(app: &App, post: &Post, v: Value) -> Value {
         Post::None => v,
         Post::ScriptLoad(orig) => Value::BulkString(orig.clone().into_bytes()),
         Post::ScriptFlush => {
-            app.script_shas
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
+            app.script_shas.write().unwrap_or_else(|e| e.into_inner()).clear();
             v
         }
     }
@@ -299,15 +273,10 @@ pub async fn handle(
         Ok(c) => c,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, e),
     };
-    stats
-        .commands
-        .fetch_add(cmds.len() as u64, Ordering::Relaxed);
+    stats.commands.fetch_add(cmds.len() as u64, Ordering::Relaxed);
 
     if app.fault_down.load(Ordering::Relaxed) {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ERR redis unavailable (fault injected)",
-        );
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "ERR redis unavailable (fault injected)");
     }
 
     // Run in its own task so that a client hanging up mid-request cannot cancel a
@@ -338,9 +307,7 @@ async fn execute(app: &App, kind: Kind, mut cmds: Vec<Command>, b64: bool) -> Re
             };
             let v = post_process(app, &post, values.into_iter().next().unwrap_or(Value::Nil));
             match &v {
-                Value::ServerError(_) => {
-                    json_response(StatusCode::BAD_REQUEST, &proto::reply_object(&v, b64))
-                }
+                Value::ServerError(_) => json_response(StatusCode::BAD_REQUEST, &proto::reply_object(&v, b64)),
                 _ => json_response(StatusCode::OK, &proto::reply_object(&v, b64)),
             }
         }
@@ -353,12 +320,7 @@ async fn execute(app: &App, kind: Kind, mut cmds: Vec<Command>, b64: bool) -> Re
                     None => Ok(prepare(app, cmd)),
                 });
             }
-            let runnable: Vec<&Command> = cmds
-                .iter()
-                .zip(&slots)
-                .filter(|(_, s)| s.is_ok())
-                .map(|(c, _)| c)
-                .collect();
+            let runnable: Vec<&Command> = cmds.iter().zip(&slots).filter(|(_, s)| s.is_ok()).map(|(c, _)| c).collect();
             let values = if runnable.is_empty() {
                 Vec::new()
             } else {
@@ -419,22 +381,15 @@ fn multi_exec_response(app: &App, posts: &[Post], values: Vec<Value>, b64: bool)
         Value::ServerError(e) => {
             // Typically EXECABORT because a command failed to queue: name the culprit.
             let mut msg = proto::server_error_message(&e);
-            if let Some((i, Value::ServerError(qe))) = values
-                .iter()
-                .enumerate()
-                .skip(1)
-                .take(n)
-                .find(|(_, v)| matches!(v, Value::ServerError(_)))
+            if let Some((i, Value::ServerError(qe))) =
+                values.iter().enumerate().skip(1).take(n).find(|(_, v)| matches!(v, Value::ServerError(_)))
             {
                 msg = format!("{msg} (command #{i}: {})", proto::server_error_message(qe));
             }
             error_response(StatusCode::BAD_REQUEST, msg)
         }
         Value::Nil => error_response(StatusCode::BAD_REQUEST, "EXECABORT Transaction aborted"),
-        other => error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("ERR unexpected EXEC reply: {other:?}"),
-        ),
+        other => error_response(StatusCode::INTERNAL_SERVER_ERROR, format!("ERR unexpected EXEC reply: {other:?}")),
     }
 }
 
@@ -458,18 +413,12 @@ fn handle_local(app: &App, method: &Method, local: &str, body: &[u8]) -> Respons
                 Err(e) => return error_response(StatusCode::BAD_REQUEST, format!("ERR {e}")),
             };
             let Some(down) = v.get("down").and_then(Json::as_bool) else {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    "ERR expected {\"down\": true|false}",
-                );
+                return error_response(StatusCode::BAD_REQUEST, "ERR expected {\"down\": true|false}");
             };
             app.fault_down.store(down, Ordering::Relaxed);
             json_response(StatusCode::OK, &json!({ "ok": true, "down": down }))
         }
-        ("GET", "fault") => json_response(
-            StatusCode::OK,
-            &json!({ "down": app.fault_down.load(Ordering::Relaxed) }),
-        ),
+        ("GET", "fault") => json_response(StatusCode::OK, &json!({ "down": app.fault_down.load(Ordering::Relaxed) })),
         ("GET", "pool") => json_response(StatusCode::OK, &json!({ "idle": app.pool.idle_count() })),
         _ => error_response(StatusCode::NOT_FOUND, "ERR unknown /_local/ endpoint"),
     }
