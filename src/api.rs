@@ -10,6 +10,8 @@ use serde_json::{json, Value};
 pub enum Route {
     Health,
     Stats,
+    Metrics,
+    Dashboard,
     Generate,
     ConvCreate,
     ConvList,
@@ -18,7 +20,9 @@ pub enum Route {
     ConvMessages(String),
     ConvSend(String),
     NotFound,
-    MethodNotAllowed { allowed: &'static str },
+    MethodNotAllowed {
+        allowed: &'static str,
+    },
     /// A conversation path whose id is malformed: never reaches Redis.
     BadConversationId,
 }
@@ -27,8 +31,12 @@ impl Route {
     /// Scopes a caller needs for this route (all of them). `/health` needs none.
     pub fn scopes(&self) -> &'static [Scope] {
         match self {
-            Route::Health | Route::NotFound | Route::MethodNotAllowed { .. } | Route::BadConversationId => &[],
-            Route::Stats => &[Scope::Stats],
+            Route::Health
+            | Route::Dashboard
+            | Route::NotFound
+            | Route::MethodNotAllowed { .. }
+            | Route::BadConversationId => &[],
+            Route::Stats | Route::Metrics => &[Scope::Stats],
             Route::Generate => &[Scope::Generate],
             Route::ConvCreate | Route::ConvList | Route::ConvGet(_) | Route::ConvDelete(_) | Route::ConvMessages(_) => {
                 &[Scope::Conversations]
@@ -50,6 +58,8 @@ pub fn route(method: &str, path: &str) -> Route {
     match path {
         "/health" | "/" => return pick("GET", Route::Health),
         "/stats" => return pick("GET", Route::Stats),
+        "/metrics" => return pick("GET", Route::Metrics),
+        "/dashboard" => return pick("GET", Route::Dashboard),
         "/v1/generate" => return pick("POST", Route::Generate),
         "/v1/conversations" => {
             return match method {
@@ -139,7 +149,10 @@ mod tests {
         let id = crate::ids::conversation_id_from([7; 16]);
         assert_eq!(route("POST", &format!("/v1/conversations/{id}/messages")), Route::ConvSend(id.clone()));
         assert_eq!(route("DELETE", &format!("/v1/conversations/{id}")), Route::ConvDelete(id.clone()));
-        assert_eq!(route("PUT", &format!("/v1/conversations/{id}")), Route::MethodNotAllowed { allowed: "GET, DELETE" });
+        assert_eq!(
+            route("PUT", &format!("/v1/conversations/{id}")),
+            Route::MethodNotAllowed { allowed: "GET, DELETE" }
+        );
         for bad in ["*", "conv_%7B", "..", "conv_x:y"] {
             assert_eq!(route("GET", &format!("/v1/conversations/{bad}")), Route::BadConversationId);
         }

@@ -86,13 +86,8 @@ pub fn parse_message(body: &Value, id: &str, model: Option<String>) -> Result<Ge
 /// A stored turn as shown to clients.
 pub fn turn_view(raw: &str) -> Value {
     let t: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
-    let text: String = t["parts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["text"].as_str())
-        .collect::<Vec<_>>()
-        .join("");
+    let text: String =
+        t["parts"].as_array().into_iter().flatten().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("");
     let role = if t["role"] == "model" { "assistant" } else { "user" };
     let mut v = json!({"role": role, "content": text, "created_at": t["at"]});
     if t.get("usage").is_some() {
@@ -234,9 +229,12 @@ impl<T: Transport> Conversations<'_, T> {
         }
         let turns = r.next().unwrap_or(Ok(Value::Null))?;
         let total = r.next().unwrap_or(Ok(Value::Null))?.as_u64().unwrap_or(0);
-        let data: Vec<Value> = turns.as_array().into_iter().flatten().filter_map(|t| t.as_str()).map(turn_view).collect();
+        let data: Vec<Value> =
+            turns.as_array().into_iter().flatten().filter_map(|t| t.as_str()).map(turn_view).collect();
         let next = if offset + (data.len() as u64) < total { json!(offset + data.len() as u64) } else { Value::Null };
-        Ok(json!({"object": "list", "data": data, "offset": offset, "limit": limit, "total": total, "next_offset": next}))
+        Ok(
+            json!({"object": "list", "data": data, "offset": offset, "limit": limit, "total": total, "next_offset": next}),
+        )
     }
 
     pub async fn delete(&self, id: &str, owner: &str) -> Result<Value, RouterError> {

@@ -15,11 +15,11 @@ use std::time::Duration;
 use worker::*;
 
 /// Config parsed once per isolate: env vars and secrets cannot change while it lives.
-struct State {
-    pool: std::result::Result<KeyPool, Vec<String>>,
-    settings: std::result::Result<Settings, Vec<String>>,
-    upstash: Option<(String, String)>,
-    fingerprint: String,
+pub(crate) struct State {
+    pub(crate) pool: std::result::Result<KeyPool, Vec<String>>,
+    pub(crate) settings: std::result::Result<Settings, Vec<String>>,
+    pub(crate) upstash: Option<(String, String)>,
+    pub(crate) fingerprint: String,
 }
 
 thread_local! {
@@ -70,10 +70,10 @@ async fn with_timeout<F: std::future::Future>(fut: F, ms: u64) -> Option<F::Outp
     }
 }
 
-struct FetchTransport {
-    url: String,
-    token: String,
-    timeout_ms: u64,
+pub(crate) struct FetchTransport {
+    pub(crate) url: String,
+    pub(crate) token: String,
+    pub(crate) timeout_ms: u64,
 }
 
 /// The Upstash REST request: `POST {url}{path}` with the Bearer token and a JSON body.
@@ -174,7 +174,7 @@ fn log(level: LogLevel, min: &LogLevel, event: &str, fields: Value) {
     }
 }
 
-fn json_response(status: u16, body: &Value) -> Result<Response> {
+pub(crate) fn json_response(status: u16, body: &Value) -> Result<Response> {
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
     headers.set("cache-control", "no-store")?;
@@ -218,7 +218,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     resp
 }
 
-fn ok_json(status: u16, body: &Value) -> std::result::Result<(Response, u16), RouterError> {
+pub(crate) fn ok_json(status: u16, body: &Value) -> std::result::Result<(Response, u16), RouterError> {
     let r = json_response(status, body)
         .map_err(|e| RouterError::Internal { message: format!("response building failed: {e}") })?;
     Ok((r, status))
@@ -271,8 +271,11 @@ async fn handle(
         (Ok(s), Some(t)) => s.clients.authenticate(t).cloned(),
         _ => None,
     };
+    if route == Route::Dashboard {
+        return crate::edge_observe::dashboard();
+    }
     if route == Route::Health {
-        let (body, status) = health(st, client.is_some()).await;
+        let (body, status) = crate::edge_observe::health(st, client.is_some()).await;
         return ok_json(status, &body);
     }
     let settings = st.settings.as_ref().map_err(|e| RouterError::ConfigInvalid { errors: e.clone() })?;
@@ -316,11 +319,8 @@ async fn handle(
                 return Err(RouterError::RouterDisabled);
             }
             let body = read_json(req, settings).await?;
-            let default_model = if body.get("model").is_none() {
-                convs.default_model(&id, &caller.client_id).await?
-            } else {
-                None
-            };
+            let default_model =
+                if body.get("model").is_none() { convs.default_model(&id, &caller.client_id).await? } else { None };
             let default_model = default_model.or_else(|| pool.models().into_iter().next());
             conversations::parse_message(&body, &id, default_model)?
         }
@@ -346,12 +346,13 @@ async fn handle(
             let (offset, limit) = conversations::page(&query)?;
             return ok_json(200, &convs.list(&caller.client_id, offset, limit).await?);
         }
-        Route::Stats => {
-            return Err(RouterError::NotFound { code: "not_found", message: "stats are not implemented yet".into() })
-        }
-        Route::Health | Route::NotFound | Route::MethodNotAllowed { .. } | Route::BadConversationId => {
-            return Err(RouterError::Internal { message: "route handled above".into() })
-        }
+        Route::Stats => return crate::edge_observe::stats(&store, pool, settings).await,
+        Route::Metrics => return crate::edge_observe::metrics(&store, pool, settings).await,
+        Route::Health
+        | Route::Dashboard
+        | Route::NotFound
+        | Route::MethodNotAllowed { .. }
+        | Route::BadConversationId => return Err(RouterError::Internal { message: "route handled above".into() }),
     };
     let upstream = FetchUpstream { base: settings.gemini_base_url.clone() };
     let secret = |n: &str| lookup(env, n);
@@ -379,67 +380,4 @@ async fn handle(
             Err(f.error)
         }
     }
-}
-
-/// `/health`: config, a real Redis round trip with its latency, and the kill switch.
-async fn health(st: &State, details: bool) -> (Value, u16) {
-    let mut healthy = true;
-    let config = match (&st.pool, &st.settings) {
-        (Ok(_), Ok(_)) => json!({"healthy": true}),
-        (p, s) => {
-            healthy = false;
-            let mut errors: Vec<String> = Vec::new();
-            if let Err(e) = p {
-                errors.extend(e.iter().cloned());
-            }
-            if let Err(e) = s {
-                errors.extend(e.iter().cloned());
-            }
-            json!({"healthy": false, "errors": errors})
-        }
-    };
-    let redis = match &st.upstash {
-        None => {
-            healthy = false;
-            json!({"healthy": false, "error": "UPSTASH_REDIS_REST_URL / UPSTASH_REDIS_REST_TOKEN not set"})
-        }
-        Some((url, token)) => {
-            let store = Upstash::new(FetchTransport { url: url.clone(), token: token.clone(), timeout_ms: 2_000 });
-            let t0 = Date::now().as_millis();
-            match store.command(&["PING".to_string()]).await {
-                Ok(v) if v == "PONG" => {
-                    json!({"healthy": true, "latency_ms": Date::now().as_millis() - t0})
-                }
-                Ok(v) => {
-                    healthy = false;
-                    json!({"healthy": false, "error": format!("unexpected PING answer {v}")})
-                }
-                Err(e) => {
-                    healthy = false;
-                    json!({"healthy": false, "error": e.to_string()})
-                }
-            }
-        }
-    };
-    let enabled = st.settings.as_ref().map(|s| s.enabled).unwrap_or(false);
-    if !enabled {
-        healthy = false;
-    }
-    let keys = match &st.pool {
-        Ok(p) => {
-            json!({"total": p.keys.len(), "active": p.keys.iter().filter(|k| k.active).count(),
-                         "models": p.models()})
-        }
-        Err(_) => json!(null),
-    };
-    if !details {
-        // Without a token only the verdict is shown.
-        return (json!({"status": if healthy { "healthy" } else { "unhealthy" }}), if healthy { 200 } else { 503 });
-    }
-    let body = json!({
-        "status": if healthy { "healthy" } else { "unhealthy" },
-        "router_enabled": enabled,
-        "components": {"config": config, "redis": redis, "keys": keys},
-    });
-    (body, if healthy { 200 } else { 503 })
 }

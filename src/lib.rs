@@ -19,3 +19,5 @@ pub mod upstash;
 
 #[cfg(target_arch = "wasm32")]
 pub mod edge;
+#[cfg(target_arch = "wasm32")]
+mod edge_observe;

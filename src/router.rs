@@ -260,6 +260,7 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
 
             let mut settle = SettleSpec {
                 key,
+                client_id: &caller.client_id,
                 rid,
                 day,
                 outcome: "success",

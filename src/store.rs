@@ -39,6 +39,9 @@ pub mod keys {
     pub fn key_stats(key_id: &str) -> String {
         format!("{{llmr}}:st:k:{key_id}")
     }
+    pub fn client_stats(client: &str) -> String {
+        format!("{{llmr}}:st:c:{client}")
+    }
     pub fn client_bucket(client: &str) -> String {
         format!("{{llmr}}:bucket:c:{client}")
     }
@@ -171,6 +174,7 @@ pub enum CooldownSpec {
 
 pub struct SettleSpec<'a> {
     pub key: &'a KeyConfig,
+    pub client_id: &'a str,
     pub rid: String,
     pub day: i64,
     /// Stats bucket: "success", "rate_limited", "transient", "key_rejected", "client_error",
@@ -206,6 +210,7 @@ pub fn settle_call(s: &SettleSpec) -> (Vec<String>, Vec<String>) {
         keys::disabled(&k.key_id),
         keys::key_stats(&k.key_id),
         keys::GLOBAL_STATS.to_string(),
+        keys::client_stats(s.client_id),
     ];
     if let Some(c) = &s.conv {
         keys.push(keys::conv_meta(&c.id));

@@ -8,7 +8,8 @@
 --   KEYS[5] dis    HASH  disabled {reason, cfg, at} of the key
 --   KEYS[6] kstat  HASH  per-key statistics counters
 --   KEYS[7] gstat  HASH  global statistics counters
---   KEYS[8..10] optional: conversation meta HASH, turns LIST, lock STRING
+--   KEYS[8] cstat  HASH  the calling client's statistics counters
+--   KEYS[9..11] optional: conversation meta HASH, turns LIST, lock STRING
 --
 -- ARGV[1] JSON:
 --   {"rid", "key": key_id, "day": Pacific day of the reservation, "outcome": stats bucket name,
@@ -29,7 +30,7 @@
 
 local spec = cjson.decode(ARGV[1])
 local now = redis_now_ms()
-local log, tok, day, cd, dis, kstat, gstat = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local log, tok, day, cd, dis, kstat, gstat, cstat = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local rid = spec.rid
 
 if spec.release then
@@ -85,7 +86,7 @@ end
 local out_n = tonumber(spec.output) or 0
 local think_n = tonumber(spec.thoughts) or 0
 local in_n = tonumber(spec.input) or 0
-for _, s in ipairs({kstat, gstat}) do
+for _, s in ipairs({kstat, gstat, cstat}) do
   redis.call('HINCRBY', s, 'requests', 1)
   redis.call('HINCRBY', s, 'outcome:' .. spec.outcome, 1)
   if in_n > 0 then redis.call('HINCRBY', s, 'tokens_in', in_n) end
@@ -93,10 +94,11 @@ for _, s in ipairs({kstat, gstat}) do
   if think_n > 0 then redis.call('HINCRBY', s, 'tokens_thinking', think_n) end
 end
 redis.call('HSET', kstat, 'last_used', now)
+redis.call('HSET', cstat, 'last_used', now)
 
 local message_count = nil
-if KEYS[8] then
-  local meta, msgs, lock = KEYS[8], KEYS[9], KEYS[10]
+if KEYS[9] then
+  local meta, msgs, lock = KEYS[9], KEYS[10], KEYS[11]
   if spec.conv and spec.conv ~= cjson.null then
     local ttl = tonumber(spec.conv.ttl_s)
     if redis.call('EXISTS', meta) == 1 then

@@ -255,7 +255,7 @@ def reserve_call(rid, est, cands, window_ms=60000, cfg="cfg-1", buckets=(), conv
 
 
 def settle_call(key: Key, rid, day, outcome="success", release=False, input=None, output=0, thoughts=0,
-                cooldown=None, disable=None, conv: ConvSettle | None = None):
+                cooldown=None, disable=None, conv: ConvSettle | None = None, client="c1"):
     """Mirror of `store::settle_call`. cooldown: ("delay", ms, reason) | ("day", reason) | ("unknown", reason);
     disable: (reason, cfg)."""
     keys = [
@@ -266,6 +266,7 @@ def settle_call(key: Key, rid, day, outcome="success", release=False, input=None
         k_disabled(key.key_id),
         k_key_stats(key.key_id),
         GLOBAL_STATS,
+        "{llmr}:st:c:" + client,
     ]
     if conv is not None:
         keys += [k_conv_meta(conv.id), k_conv_turns(conv.id), k_conv_lock(conv.id)]

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The one benchmark command (issue 8): router vs LiteLLM, same run, same mock and Redis.
+#
+#   bash bench/run.sh            # full run (~8-10 min on 2 cores)
+#   bash bench/run.sh --quick    # smoke test with small counts
+#   BENCH_SKIP_BUILD=1 bash bench/run.sh   # reuse build/ and target/release as they are
+#
+# Builds the native helpers, tools/loadgen and the worker, makes bench/.venv with
+# litellm[proxy] (first run only), then runs bench/run.py, which writes
+# bench/results/latest.json and latest.md and prints the table. Every process it starts is
+# stopped at the end, also on failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+if [[ "${BENCH_SKIP_BUILD:-}" != "1" ]]; then
+  echo "[bench] building native helpers and loadgen" >&2
+  cargo build --release -q -p upstash-local -p mock-gemini -p loadgen
+  echo "[bench] building the worker" >&2
+  bash scripts/build-worker.sh >/dev/null
+fi
+
+if [[ ! -x bench/.venv/bin/litellm ]] || ! bench/.venv/bin/python -c 'import pytest, requests' 2>/dev/null; then
+  echo "[bench] creating bench/.venv with litellm[proxy]" >&2
+  python3 -m venv bench/.venv
+  bench/.venv/bin/pip install -q --disable-pip-version-check 'litellm[proxy]' pytest requests
+fi
+
+# LiteLLM: no telemetry, no remote model-cost map, no database.
+export LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_TELEMETRY=False
+exec bench/.venv/bin/python bench/run.py "$@"
