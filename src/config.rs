@@ -429,12 +429,17 @@ mod tests {
 
     #[test]
     fn settings_parse_and_report_every_bad_field() {
-        let vars = [("USER_RPM_DEFAULT", "5"), ("LLM_MULTI_KEY_ROUTER_ENABLED", "false"), ("LOG_LEVEL", "debug")];
+        let vars = [
+            ("USER_RPM_DEFAULT", "5"),
+            ("LLM_MULTI_KEY_ROUTER_ENABLED", "false"),
+            ("LOG_LEVEL", "debug"),
+            ("CLIENTS_JSON", r#"{"clients":[]}"#),
+        ];
         let s = Settings::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).unwrap();
         assert_eq!(s.user_rpm_default, 5);
         assert!(!s.enabled);
         assert_eq!(s.log_level, LogLevel::Debug);
-        let bad = [("USER_RPM_DEFAULT", "-1"), ("GEMINI_BASE_URL", "ftp://x")];
+        let bad = [("USER_RPM_DEFAULT", "-1"), ("GEMINI_BASE_URL", "ftp://x"), ("CLIENTS_JSON", r#"{"clients":[]}"#)];
         let errs =
             Settings::from_lookup(|k| bad.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).unwrap_err();
         assert_eq!(errs.len(), 2, "{errs:?}");
