@@ -19,12 +19,45 @@ pub enum Route {
     ConvDelete(String),
     ConvMessages(String),
     ConvSend(String),
+    ChatCompletions,
+    Models,
+    /// Gemini-native `models/{model}:{method}`.
+    Gemini {
+        model: String,
+        method: GeminiMethod,
+    },
+    GeminiModels,
     NotFound,
     MethodNotAllowed {
         allowed: &'static str,
     },
     /// A conversation path whose id is malformed: never reaches Redis.
     BadConversationId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeminiMethod {
+    Generate,
+    Stream,
+    CountTokens,
+}
+
+/// Which error shape the caller's SDK expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    Router,
+    OpenAi,
+    Gemini,
+}
+
+pub fn surface(path: &str) -> Surface {
+    if path.starts_with("/v1beta/") || path == "/v1beta" || (path.starts_with("/v1/models/") && path.contains(':')) {
+        Surface::Gemini
+    } else if path.starts_with("/v1/chat/") || path.starts_with("/v1/models") {
+        Surface::OpenAi
+    } else {
+        Surface::Router
+    }
 }
 
 impl Route {
@@ -37,7 +70,9 @@ impl Route {
             | Route::MethodNotAllowed { .. }
             | Route::BadConversationId => &[],
             Route::Stats | Route::Metrics => &[Scope::Stats],
-            Route::Generate => &[Scope::Generate],
+            Route::Generate | Route::ChatCompletions | Route::Models | Route::Gemini { .. } | Route::GeminiModels => {
+                &[Scope::Generate]
+            }
             Route::ConvCreate | Route::ConvList | Route::ConvGet(_) | Route::ConvDelete(_) | Route::ConvMessages(_) => {
                 &[Scope::Conversations]
             }
@@ -61,6 +96,9 @@ pub fn route(method: &str, path: &str) -> Route {
         "/metrics" => return pick("GET", Route::Metrics),
         "/dashboard" => return pick("GET", Route::Dashboard),
         "/v1/generate" => return pick("POST", Route::Generate),
+        "/v1/chat/completions" => return pick("POST", Route::ChatCompletions),
+        "/v1/models" => return pick("GET", Route::Models),
+        "/v1beta/models" => return pick("GET", Route::GeminiModels),
         "/v1/conversations" => {
             return match method {
                 "POST" => Route::ConvCreate,
@@ -69,6 +107,24 @@ pub fn route(method: &str, path: &str) -> Route {
             }
         }
         _ => {}
+    }
+    // Gemini-native paths; google-genai uses `/v1beta/`, or `/v1/` when configured so.
+    if let Some(rest) = path.strip_prefix("/v1beta/models/").or_else(|| path.strip_prefix("/v1/models/")) {
+        let rest = rest.replace("%3A", ":").replace("%3a", ":");
+        let Some((model, m)) = rest.rsplit_once(':') else {
+            return Route::NotFound;
+        };
+        let model = model.strip_prefix("models/").unwrap_or(model);
+        if !crate::config::valid_name(model) {
+            return Route::NotFound;
+        }
+        let method = match m {
+            "generateContent" => GeminiMethod::Generate,
+            "streamGenerateContent" => GeminiMethod::Stream,
+            "countTokens" => GeminiMethod::CountTokens,
+            _ => return Route::NotFound,
+        };
+        return pick("POST", Route::Gemini { model: model.to_string(), method });
     }
     if let Some(rest) = path.strip_prefix("/v1/conversations/") {
         let (id, tail) = match rest.split_once('/') {
@@ -157,6 +213,16 @@ mod tests {
             assert_eq!(route("GET", &format!("/v1/conversations/{bad}")), Route::BadConversationId);
         }
         assert_eq!(route("POST", "/v1/conversations/../../etc"), Route::BadConversationId);
+        assert_eq!(
+            route("POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent"),
+            Route::Gemini { model: "gemini-2.5-flash".into(), method: GeminiMethod::Stream }
+        );
+        assert_eq!(route("POST", "/v1beta/models/x:deleteEverything"), Route::NotFound);
+        assert_eq!(route("POST", "/v1beta/models/a*b:generateContent"), Route::NotFound);
+        assert_eq!(surface("/v1beta/models/x:generateContent"), Surface::Gemini);
+        assert_eq!(surface("/v1/chat/completions"), Surface::OpenAi);
+        assert_eq!(surface("/v1/models/m:generateContent"), Surface::Gemini);
+        assert_eq!(surface("/v1/models"), Surface::OpenAi);
     }
 
     #[test]

@@ -6,9 +6,10 @@ use crate::config::{KeyPool, LogLevel, Settings};
 use crate::conversations::{self, Conversations};
 use crate::error::RouterError;
 use crate::gemini::GenerateRequest;
-use crate::router::{Caller, Router, Runtime, Upstream, UpstreamError};
+use crate::router::{Caller, ChunkSource, Router, Runtime, StreamOpen, Upstream, UpstreamError};
 use crate::upstash::{HttpReply, StoreError, Transport, Upstash};
 use futures_util::future::{select, Either};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::rc::Rc;
 use std::time::Duration;
@@ -26,7 +27,7 @@ thread_local! {
     static STATE: std::cell::RefCell<Option<Rc<State>>> = const { std::cell::RefCell::new(None) };
 }
 
-fn lookup(env: &Env, name: &str) -> Option<String> {
+pub(crate) fn lookup(env: &Env, name: &str) -> Option<String> {
     env.secret(name).ok().map(|s| s.to_string()).or_else(|| env.var(name).ok().map(|v| v.to_string()))
 }
 
@@ -62,7 +63,7 @@ fn state(env: &Env) -> Rc<State> {
 }
 
 /// Runs `fut` with a timeout; `None` when the timer won.
-async fn with_timeout<F: std::future::Future>(fut: F, ms: u64) -> Option<F::Output> {
+pub(crate) async fn with_timeout<F: std::future::Future>(fut: F, ms: u64) -> Option<F::Output> {
     let timer = Delay::from(Duration::from_millis(ms));
     match select(std::pin::pin!(fut), timer).await {
         Either::Left((v, _)) => Some(v),
@@ -88,13 +89,13 @@ pub fn upstash_request(url: &str, token: &str, path: &str, body: String) -> Resu
 
 /// The Gemini `generateContent` request, authenticated with `x-goog-api-key` (never `?key=`,
 /// which would put the key in URLs and logs).
-pub fn gemini_request(base: &str, model: &str, api_key: &str, body: String) -> Result<Request> {
+pub fn gemini_request(base: &str, model: &str, method: &str, api_key: &str, body: String) -> Result<Request> {
     let headers = Headers::new();
     headers.set("x-goog-api-key", api_key)?;
     headers.set("content-type", "application/json")?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
-    Request::new_with_init(&format!("{base}/v1beta/models/{model}:generateContent"), &init)
+    Request::new_with_init(&format!("{base}/v1beta/models/{model}:{method}"), &init)
 }
 
 /// Reads a whole response into an [`HttpReply`].
@@ -105,7 +106,7 @@ pub async fn read_reply(mut resp: Response) -> Result<HttpReply> {
 }
 
 /// Sends `req`, aborting it after `timeout_ms`. `Ok(None)` means it timed out.
-async fn send_with_timeout(req: Request, timeout_ms: u64) -> Result<Option<HttpReply>> {
+pub(crate) async fn send_with_timeout(req: Request, timeout_ms: u64) -> Result<Option<HttpReply>> {
     let controller = AbortController::default();
     let signal = controller.signal();
     let call = async { read_reply(Fetch::Request(req).send_with_signal(&signal).await?).await };
@@ -130,11 +131,59 @@ impl Transport for FetchTransport {
     }
 }
 
-struct FetchUpstream {
-    base: String,
+pub(crate) struct FetchUpstream {
+    pub(crate) base: String,
+}
+
+/// An upstream SSE body, read chunk by chunk. Dropping it cancels the fetch.
+pub(crate) struct FetchStream {
+    inner: ByteStream,
+    _controller: AbortController,
+}
+
+impl ChunkSource for FetchStream {
+    async fn next_chunk(&mut self) -> std::result::Result<Option<Vec<u8>>, UpstreamError> {
+        match self.inner.next().await {
+            None => Ok(None),
+            Some(Ok(b)) => Ok(Some(b)),
+            Some(Err(e)) => Err(UpstreamError::Transport(e.to_string())),
+        }
+    }
 }
 
 impl Upstream for FetchUpstream {
+    type Stream = FetchStream;
+
+    async fn open_stream(
+        &self,
+        model: &str,
+        api_key: &str,
+        body: String,
+        timeout_ms: u64,
+    ) -> std::result::Result<StreamOpen<FetchStream>, UpstreamError> {
+        let req = gemini_request(&self.base, model, "streamGenerateContent?alt=sse", api_key, body)
+            .map_err(|e| UpstreamError::Transport(e.to_string()))?;
+        let controller = AbortController::default();
+        let signal = controller.signal();
+        let opened = with_timeout(Fetch::Request(req).send_with_signal(&signal), timeout_ms).await;
+        let mut resp = match opened {
+            None => {
+                controller.abort();
+                return Err(UpstreamError::Timeout);
+            }
+            Some(Err(e)) => return Err(UpstreamError::Transport(e.to_string())),
+            Some(Ok(r)) => r,
+        };
+        if !(200..300).contains(&resp.status_code()) {
+            return read_reply(resp)
+                .await
+                .map(StreamOpen::Refused)
+                .map_err(|e| UpstreamError::Transport(e.to_string()));
+        }
+        let inner = resp.stream().map_err(|e| UpstreamError::Transport(e.to_string()))?;
+        Ok(StreamOpen::Open(FetchStream { inner, _controller: controller }))
+    }
+
     async fn generate(
         &self,
         model: &str,
@@ -142,8 +191,8 @@ impl Upstream for FetchUpstream {
         body: String,
         timeout_ms: u64,
     ) -> std::result::Result<HttpReply, UpstreamError> {
-        let req =
-            gemini_request(&self.base, model, api_key, body).map_err(|e| UpstreamError::Transport(e.to_string()))?;
+        let req = gemini_request(&self.base, model, "generateContent", api_key, body)
+            .map_err(|e| UpstreamError::Transport(e.to_string()))?;
         match send_with_timeout(req, timeout_ms).await {
             Ok(Some(r)) => Ok(r),
             Ok(None) => Err(UpstreamError::Timeout),
@@ -168,7 +217,7 @@ impl Runtime for WorkerRuntime {
     }
 }
 
-fn log(level: LogLevel, min: &LogLevel, event: &str, fields: Value) {
+pub(crate) fn log(level: LogLevel, min: &LogLevel, event: &str, fields: Value) {
     if crate::log::enabled(&level, min) {
         console_log!("{}", crate::log::line(&level, event, fields));
     }
@@ -181,8 +230,13 @@ pub(crate) fn json_response(status: u16, body: &Value) -> Result<Response> {
     Ok(Response::from_bytes(body.to_string().into_bytes())?.with_status(status).with_headers(headers))
 }
 
-fn error_response(e: &RouterError) -> Result<Response> {
-    let mut resp = json_response(e.status(), &e.to_json())?;
+fn error_response(e: &RouterError, surface: api::Surface) -> Result<Response> {
+    let body = match surface {
+        api::Surface::Router => e.to_json(),
+        api::Surface::OpenAi => crate::openai::error_body(e),
+        api::Surface::Gemini => crate::gemini::error_body(e),
+    };
+    let mut resp = json_response(e.status(), &body)?;
     if let Some(s) = e.retry_after_secs() {
         resp.headers_mut().set("retry-after", &s.to_string())?;
     }
@@ -196,17 +250,17 @@ fn error_response(e: &RouterError) -> Result<Response> {
 }
 
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     console_error_panic_hook::set_once();
     let st = state(&env);
     let started = Date::now().as_millis();
     let method = req.method().to_string();
     let path = req.path();
-    let result = handle(&mut req, &env, &st, &method, &path, started).await;
+    let result = handle(&mut req, &env, &ctx, &st, &method, &path, started).await;
     let level = st.settings.as_ref().map(|s| s.log_level.clone()).unwrap_or(LogLevel::Info);
     let (resp, status, code) = match result {
         Ok((r, status)) => (Ok(r), status, None),
-        Err(e) => (error_response(&e), e.status(), Some(e.code())),
+        Err(e) => (error_response(&e, api::surface(&path)), e.status(), Some(e.code())),
     };
     log(
         if status >= 500 { LogLevel::Error } else { LogLevel::Info },
@@ -236,15 +290,26 @@ async fn read_json(req: &mut Request, settings: &Settings) -> std::result::Resul
     api::parse_json_body(ct.as_deref(), &bytes, settings.max_body_bytes)
 }
 
+/// `X-Conversation-Id`: continue a stored conversation from the OpenAI or Gemini surface.
+fn conversation_header(req: &Request) -> std::result::Result<Option<String>, RouterError> {
+    match req.headers().get("x-conversation-id").ok().flatten() {
+        None => Ok(None),
+        Some(id) if crate::ids::valid_conversation_id(id.trim()) => Ok(Some(id.trim().to_string())),
+        Some(_) => Err(RouterError::bad_request("invalid_conversation_id", "X-Conversation-Id is malformed")),
+    }
+}
+
 fn new_conversation_id() -> String {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).expect("crypto.getRandomValues is available in workers");
     crate::ids::conversation_id_from(b)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn handle(
     req: &mut Request,
     env: &Env,
+    ctx: &Context,
     st: &State,
     method: &str,
     path: &str,
@@ -295,7 +360,49 @@ async fn handle(
         rpm: client.rpm.unwrap_or(settings.user_rpm_default),
         burst: client.burst.unwrap_or(settings.user_burst_default),
     };
-    let gen = match route {
+    let mut stream_mode: Option<crate::edge_stream::Mode> = None;
+    let mut chat: Option<crate::openai::ChatRequest> = None;
+    let gen = match route.clone() {
+        Route::ChatCompletions => {
+            if !settings.enabled {
+                return Err(RouterError::RouterDisabled);
+            }
+            let conv_id = conversation_header(req)?;
+            let body = read_json(req, settings).await?;
+            let c = crate::openai::ChatRequest::parse(&body, conv_id)?;
+            if c.stream {
+                stream_mode = Some(crate::edge_stream::Mode::OpenAi { include_usage: c.include_usage });
+            }
+            let g = c.gen.clone();
+            chat = Some(c);
+            g
+        }
+        Route::Gemini { model, method } => {
+            if !settings.enabled {
+                return Err(RouterError::RouterDisabled);
+            }
+            let conv_id = conversation_header(req)?;
+            let body = read_json(req, settings).await?;
+            if !pool.serves(&model) {
+                return Err(RouterError::UnknownModel { model });
+            }
+            if method == api::GeminiMethod::CountTokens {
+                return crate::edge_stream::count_tokens(pool, settings, env, &model, &body).await;
+            }
+            if method == api::GeminiMethod::Stream {
+                stream_mode = Some(crate::edge_stream::Mode::Gemini);
+            }
+            GenerateRequest::from_gemini(&body, &model, conv_id)?
+        }
+        Route::Models | Route::GeminiModels => {
+            let avail = crate::edge_stream::model_availability(&store, pool, settings, &|n| lookup(env, n)).await?;
+            let body = if route == Route::Models {
+                crate::openai::models_list(&avail)
+            } else {
+                crate::edge_stream::gemini_models_list(&avail)
+            };
+            return ok_json(200, &body);
+        }
         Route::Generate => {
             if !settings.enabled {
                 return Err(RouterError::RouterDisabled);
@@ -346,8 +453,8 @@ async fn handle(
             let (offset, limit) = conversations::page(&query)?;
             return ok_json(200, &convs.list(&caller.client_id, offset, limit).await?);
         }
-        Route::Stats => return crate::edge_observe::stats(&store, pool, settings).await,
-        Route::Metrics => return crate::edge_observe::metrics(&store, pool, settings).await,
+        Route::Stats => return crate::edge_observe::stats(&store, pool, settings, &st.fingerprint).await,
+        Route::Metrics => return crate::edge_observe::metrics(&store, pool, settings, &st.fingerprint).await,
         Route::Health
         | Route::Dashboard
         | Route::NotFound
@@ -365,7 +472,29 @@ async fn handle(
         secret: &secret,
         cfg_fingerprint: st.fingerprint.clone(),
     };
-    match router.generate(&gen, &caller).await {
+    let outcome = router.run(&gen, &caller, stream_mode.is_some()).await;
+    let outcome = match outcome {
+        Ok(crate::router::Outcome::Stream(pending)) => {
+            let mode = stream_mode.expect("only stream mode streams");
+            let (url, token) = st.upstash.clone().unwrap_or_default();
+            let resp = crate::edge_stream::relay(pending, mode, FetchTransport { url, token, timeout_ms: 5_000 }, settings, ctx)
+                .map_err(|e| RouterError::Internal { message: format!("stream setup failed: {e}") })?;
+            return Ok((resp, 200));
+        }
+        Ok(crate::router::Outcome::Done(s)) => Ok(s),
+        Err(f) => Err(f),
+    };
+    if let (Some(_), Ok(s)) = (&chat, &outcome) {
+        let id = format!("chatcmpl-{}", WorkerRuntime.random_hex(12));
+        let body = crate::openai::completion(&id, Date::now().as_millis() / 1000, &s.model_used, &s.reply, &s.usage);
+        let (mut r, status) = ok_json(200, &body)?;
+        let _ = r.headers_mut().set("x-router-key-id", &s.key_id);
+        return Ok((r, status));
+    }
+    if let (Route::Gemini { .. }, Ok(s)) = (&route, &outcome) {
+        return ok_json(200, &s.raw);
+    }
+    match outcome {
         Ok(s) => {
             for a in &s.attempts {
                 log(LogLevel::Debug, &settings.log_level, "attempt", json!(a));

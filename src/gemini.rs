@@ -99,7 +99,9 @@ pub fn classify(status: u16, body: &str) -> UpstreamOutcome {
         },
         _ => {
             let mut message = err["message"].as_str().unwrap_or("upstream rejected the request").to_string();
-            message.truncate(500);
+            // At a character boundary: `truncate(500)` inside a multi-byte character panics.
+            let cut = (0..=500.min(message.len())).rev().find(|&i| message.is_char_boundary(i)).unwrap_or(0);
+            message.truncate(cut);
             // Only client-class statuses are passed through; anything odd becomes a 502.
             let status = if (400..500).contains(&status) { status } else { 502 };
             UpstreamOutcome::ClientError { status, message }
@@ -118,7 +120,16 @@ pub struct GenerateRequest {
     pub max_output_tokens: Option<u64>,
     pub conversation_id: Option<String>,
     pub allow_fallback: bool,
+    /// Extra `generationConfig` fields (topP, stopSequences, responseMimeType, ...).
+    pub generation: Map<String, Value>,
+    /// Top-level Gemini fields passed through as given on the Gemini-native surface
+    /// (generationConfig, safetySettings, systemInstruction, tools, ...).
+    pub passthrough: Map<String, Value>,
 }
+
+/// Top-level fields of a Gemini `generateContent` body that the native surface passes through.
+pub const PASSTHROUGH: [&str; 7] =
+    ["generationConfig", "safetySettings", "systemInstruction", "tools", "toolConfig", "cachedContent", "labels"];
 
 fn field_err(code: &'static str, msg: impl Into<String>) -> RouterError {
     RouterError::bad_request(code, msg)
@@ -127,9 +138,13 @@ fn field_err(code: &'static str, msg: impl Into<String>) -> RouterError {
 /// Checks one `contents` entry: `{role: user|model, parts: [{text}]}` with non-empty text.
 pub fn validate_content(c: &Value, at: &str) -> Result<(), RouterError> {
     let obj = c.as_object().ok_or_else(|| field_err("invalid_field", format!("{at}: must be an object")))?;
-    match obj.get("role").and_then(Value::as_str) {
-        Some("user") | Some("model") | None => {}
-        Some(r) => return Err(field_err("invalid_field", format!("{at}.role: must be 'user' or 'model', got '{r}'"))),
+    match obj.get("role") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(r)) if r == "user" || r == "model" => {}
+        Some(Value::String(r)) => {
+            return Err(field_err("invalid_field", format!("{at}.role: must be 'user' or 'model', got '{r}'")))
+        }
+        Some(_) => return Err(field_err("invalid_field", format!("{at}.role: must be 'user' or 'model'"))),
     }
     let parts = obj
         .get("parts")
@@ -190,7 +205,7 @@ impl GenerateRequest {
                 cs.iter()
                     .map(|c| {
                         let mut c = c.clone();
-                        if c.get("role").is_none() {
+                        if c.get("role").is_none_or(Value::is_null) {
                             c["role"] = json!("user");
                         }
                         c
@@ -244,19 +259,81 @@ impl GenerateRequest {
                 ));
             }
         }
-        Ok(GenerateRequest { model, contents, system, temperature, max_output_tokens, conversation_id, allow_fallback })
+        Ok(GenerateRequest {
+            model,
+            contents,
+            system,
+            temperature,
+            max_output_tokens,
+            conversation_id,
+            allow_fallback,
+            generation: Map::new(),
+            passthrough: Map::new(),
+        })
+    }
+
+    /// A Gemini-native `generateContent` body for `model` (from the URL path).
+    pub fn from_gemini(body: &Value, model: &str, conversation_id: Option<String>) -> Result<GenerateRequest, RouterError> {
+        let obj = body.as_object().ok_or_else(|| field_err("invalid_body", "request body must be a JSON object"))?;
+        if let Some(k) = obj.keys().find(|k| k.as_str() != "contents" && k.as_str() != "model" && !PASSTHROUGH.contains(&k.as_str())) {
+            return Err(field_err("unknown_field", format!("unknown field '{k}'")));
+        }
+        let contents = match obj.get("contents") {
+            Some(Value::Array(cs)) if !cs.is_empty() => cs,
+            Some(Value::Array(_)) => return Err(field_err("empty_message", "contents: must not be empty")),
+            Some(_) => return Err(field_err("invalid_field", "contents: must be an array")),
+            None => return Err(field_err("missing_field", "contents: is required")),
+        };
+        for (i, c) in contents.iter().enumerate() {
+            validate_content(c, &format!("contents[{i}]"))?;
+        }
+        let mut passthrough = Map::new();
+        for k in PASSTHROUGH {
+            if let Some(v) = obj.get(k) {
+                if !v.is_null() {
+                    if (k == "generationConfig" || k == "systemInstruction") && !v.is_object() {
+                        return Err(field_err("invalid_field", format!("{k}: must be an object")));
+                    }
+                    passthrough.insert(k.to_string(), v.clone());
+                }
+            }
+        }
+        Ok(GenerateRequest {
+            model: model.to_string(),
+            contents: contents
+                .iter()
+                .map(|c| {
+                    let mut c = c.clone();
+                    if c.get("role").is_none() {
+                        c["role"] = json!("user");
+                    }
+                    c
+                })
+                .collect(),
+            system: None,
+            temperature: None,
+            max_output_tokens: None,
+            conversation_id,
+            allow_fallback: false,
+            generation: Map::new(),
+            passthrough,
+        })
     }
 
     /// The upstream `generateContent` body: history (already trimmed) followed by the new turns.
     pub fn to_gemini(&self, history: &[Value]) -> Value {
-        let mut body = Map::new();
+        let mut body = self.passthrough.clone();
         let mut contents: Vec<Value> = history.to_vec();
         contents.extend(self.contents.iter().cloned());
         body.insert("contents".into(), Value::Array(contents));
         if let Some(s) = &self.system {
             body.insert("systemInstruction".into(), json!({"parts": [{"text": s}]}));
         }
-        let mut gen = Map::new();
+        let mut gen = match body.remove("generationConfig") {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        gen.extend(self.generation.clone());
         if let Some(t) = self.temperature {
             gen.insert("temperature".into(), json!(t));
         }
@@ -268,6 +345,24 @@ impl GenerateRequest {
         }
         Value::Object(body)
     }
+}
+
+/// A router error in Gemini's own error shape, for the Gemini-native surface.
+pub fn error_body(e: &RouterError) -> Value {
+    let status = match e.status() {
+        400 | 413 | 415 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        405 => "UNIMPLEMENTED",
+        409 => "ABORTED",
+        429 => "RESOURCE_EXHAUSTED",
+        504 => "DEADLINE_EXCEEDED",
+        500 => "INTERNAL",
+        _ => "UNAVAILABLE",
+    };
+    json!({"error": {"code": e.status(), "message": e.message(), "status": status,
+        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": e.code(), "domain": "llm-key-router"}]}})
 }
 
 #[cfg(test)]
@@ -302,6 +397,8 @@ mod tests {
             (json!({"contents": [], "model": "m"}), "empty_message"),
             (json!({"contents": [{"role": "system", "parts": [{"text": "x"}]}], "model": "m"}), "invalid_field"),
             (json!({"prompt": "x"}), "missing_field"),
+            // Found by fuzzing: a non-string role used to pass through to Gemini.
+            (json!({"contents": [{"role": false, "parts": [{"text": "x"}]}], "model": "m"}), "invalid_field"),
         ];
         for (body, code) in cases {
             let e = GenerateRequest::parse(&body, None).unwrap_err();
@@ -335,5 +432,11 @@ mod tests {
             UpstreamOutcome::ClientError { status: 400, message: "bad temp".into() }
         );
         assert_eq!(classify(200, ""), UpstreamOutcome::Success);
+        // Found by fuzzing: a long multi-byte message used to panic at the 500-byte cut.
+        let long = format!("{{\"error\":{{\"message\":\"a{}\"}}}}", "é".repeat(300));
+        match classify(400, &long) {
+            UpstreamOutcome::ClientError { message, .. } => assert_eq!(message.len(), 499),
+            o => panic!("{o:?}"),
+        }
     }
 }

@@ -11,6 +11,9 @@ pub mod error;
 pub mod gemini;
 pub mod ids;
 pub mod log;
+pub mod observe;
+pub mod openai;
+pub mod sse;
 pub mod policy;
 pub mod quota;
 pub mod router;
@@ -21,3 +24,5 @@ pub mod upstash;
 pub mod edge;
 #[cfg(target_arch = "wasm32")]
 mod edge_observe;
+#[cfg(target_arch = "wasm32")]
+mod edge_stream;

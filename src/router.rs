@@ -19,6 +19,7 @@ use crate::store::{
     parse_reserve, parse_settle, reserve_call, settle_call, Bucket, ConvLock, ConvSettle, CooldownSpec, Reservation,
     SettleSpec, RESERVE, SETTLE,
 };
+use crate::sse::{SseParser, StreamTally};
 use crate::upstash::{HttpReply, Transport, Upstash};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -32,6 +33,7 @@ pub enum UpstreamError {
 
 #[allow(async_fn_in_trait)]
 pub trait Upstream {
+    type Stream: ChunkSource;
     /// POST `body` to `{base}/v1beta/models/{model}:generateContent` with `x-goog-api-key`.
     async fn generate(
         &self,
@@ -40,6 +42,109 @@ pub trait Upstream {
         body: String,
         timeout_ms: u64,
     ) -> Result<HttpReply, UpstreamError>;
+    /// POST to `:streamGenerateContent?alt=sse`. A non-2xx answer is read whole.
+    async fn open_stream(
+        &self,
+        model: &str,
+        api_key: &str,
+        body: String,
+        timeout_ms: u64,
+    ) -> Result<StreamOpen<Self::Stream>, UpstreamError>;
+}
+
+/// The body of an upstream stream, chunk by chunk; `Ok(None)` at its end.
+#[allow(async_fn_in_trait)]
+pub trait ChunkSource {
+    async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, UpstreamError>;
+}
+
+pub enum StreamOpen<S> {
+    Refused(HttpReply),
+    Open(S),
+}
+
+/// A stream whose first event has arrived: failover is over, relaying starts. The caller
+/// relays `first_events` then the rest of `source`, and settles with [`StreamFinish`].
+pub struct PendingStream<S> {
+    pub source: S,
+    pub parser: SseParser,
+    pub tally: StreamTally,
+    pub first_events: Vec<String>,
+    pub finish: StreamFinish,
+    pub attempts: Vec<Attempt>,
+    pub model_used: String,
+    pub key_id: String,
+    pub omitted_turns: usize,
+}
+
+/// Everything needed to settle a streamed attempt once the stream has ended (or broken).
+#[derive(Debug, Clone)]
+pub struct StreamFinish {
+    pub key: KeyConfig,
+    pub client_id: String,
+    pub rid: String,
+    pub day: i64,
+    pub conv: Option<ConvLock>,
+    pub new_contents: Vec<Value>,
+    pub new_texts_est: u64,
+    pub ttl_s: u64,
+    pub estimator: crate::config::Estimator,
+    pub started_at: u64,
+}
+
+impl StreamFinish {
+    /// KEYS/ARGV of the settle for a stream that ended (`complete`) or broke. A complete stream
+    /// appends the conversation turn; a broken one only unlocks. Usage is the last seen; if none
+    /// was seen, the estimate stays (it is an upper bound).
+    pub fn settle_call(&self, tally: &StreamTally, complete: bool, now_ms: u64) -> (Vec<String>, Vec<String>) {
+        let usage = tally.usage.unwrap_or_default();
+        let conv = self.conv.as_ref().map(|c| {
+            let mut turns = Vec::new();
+            if complete {
+                for content in &self.new_contents {
+                    turns.push(json!({"role": content["role"], "parts": content["parts"], "at": self.started_at}).to_string());
+                }
+                turns.push(
+                    json!({"role": "model", "parts": [{"text": tally.text}], "at": now_ms, "usage": usage}).to_string(),
+                );
+            }
+            ConvSettle {
+                id: c.id.clone(),
+                lock_id: c.lock_id.clone(),
+                turns,
+                ttl_s: self.ttl_s,
+                tokens: usage.total,
+                est: self.new_texts_est + estimate_tokens([tally.text.as_str()], self.estimator),
+            }
+        });
+        let spec = SettleSpec {
+            key: &self.key,
+            client_id: &self.client_id,
+            rid: self.rid.clone(),
+            day: self.day,
+            outcome: if complete { "success" } else { "stream_cut" },
+            release: false,
+            input: tally.usage.map(|u| u.input),
+            output: usage.output,
+            thoughts: usage.thoughts,
+            cooldown: None,
+            disable: None,
+            conv,
+        };
+        settle_call(&spec)
+    }
+}
+
+/// What one upstream call gave back.
+enum Called<S> {
+    Whole(HttpReply),
+    Stream { source: S, parser: SseParser, tally: StreamTally, first_events: Vec<String> },
+}
+
+/// Either a whole answer or a stream to relay.
+pub enum Outcome<S> {
+    Done(Success),
+    Stream(PendingStream<S>),
 }
 
 /// Time, sleeping and randomness, injected because `std::time` panics on wasm32.
@@ -74,6 +179,8 @@ pub struct Attempt {
 #[derive(Debug, Clone)]
 pub struct Success {
     pub reply: Reply,
+    /// The upstream's own response body, for the Gemini-native surface.
+    pub raw: Value,
     pub usage: Usage,
     pub model_used: String,
     pub key_id: String,
@@ -130,8 +237,9 @@ pub fn upstream_history(stored: &[String], budget: u64, estimator: crate::config
 }
 
 /// What happened on one attempt, reduced to what the loop needs.
-enum Step {
-    Done(Reply, Usage),
+enum Step<S> {
+    Stream { source: S, parser: SseParser, tally: StreamTally, first_events: Vec<String> },
+    Done(Reply, Usage, Value),
     Retry { backoff: bool, exclude: bool },
     Fail(RouterError),
 }
@@ -159,6 +267,49 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
     }
 
     pub async fn generate(&self, req: &GenerateRequest, caller: &Caller) -> Result<Success, Failure> {
+        match self.run(req, caller, false).await? {
+            Outcome::Done(s) => Ok(s),
+            Outcome::Stream(_) => unreachable!("a unary call never streams"),
+        }
+    }
+
+    /// Reads the stream until its first event, so that a failure before any byte reaches the
+    /// client can still fail over.
+    async fn read_first(&self, mut source: U::Stream, timeout_ms: u64) -> Result<Called<U::Stream>, UpstreamError> {
+        let mut parser = SseParser::default();
+        let mut tally = StreamTally::default();
+        let mut first_events = Vec::new();
+        let deadline = self.rt.now_ms() + timeout_ms;
+        while first_events.is_empty() {
+            let left = deadline.saturating_sub(self.rt.now_ms());
+            if left == 0 {
+                return Err(UpstreamError::Timeout);
+            }
+            let chunk = {
+                let next = std::pin::pin!(source.next_chunk());
+                let timer = std::pin::pin!(self.rt.sleep(left));
+                match futures_util::future::select(next, timer).await {
+                    futures_util::future::Either::Left((c, _)) => c?,
+                    futures_util::future::Either::Right(_) => return Err(UpstreamError::Timeout),
+                }
+            };
+            let events = match chunk {
+                Some(bytes) => parser.feed(&bytes),
+                None => match parser.finish() {
+                    Some(e) => vec![e],
+                    None => return Err(UpstreamError::Transport("stream ended before its first event".into())),
+                },
+            };
+            for e in events {
+                tally.observe(&e);
+                first_events.push(e);
+            }
+        }
+        Ok(Called::Stream { source, parser, tally, first_events })
+    }
+
+    /// The request path for both unary and streamed calls.
+    pub async fn run(&self, req: &GenerateRequest, caller: &Caller, stream: bool) -> Result<Outcome<U::Stream>, Failure> {
         let started = self.rt.now_ms();
         let deadline = started + self.settings.request_deadline_ms;
         let fail = |error: RouterError, attempts: Vec<Attempt>| Failure { error, attempts };
@@ -247,7 +398,7 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                 upstream_history(&history, self.settings.context_budget_tokens, self.settings.estimator);
             omitted_turns = omitted;
             let mut upstream_req = req.clone();
-            if upstream_req.system.is_none() {
+            if upstream_req.system.is_none() && !upstream_req.passthrough.contains_key("systemInstruction") {
                 upstream_req.system = stored_system;
             }
             let body = upstream_req.to_gemini(&history).to_string();
@@ -255,7 +406,15 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
             let t0 = self.rt.now_ms();
             let remaining = deadline.saturating_sub(t0).max(1);
             let timeout = self.settings.upstream_timeout_ms.min(remaining);
-            let result = self.upstream.generate(model, &secret, body, timeout).await;
+            let result: Result<Called<U::Stream>, UpstreamError> = if stream {
+                match self.upstream.open_stream(model, &secret, body, timeout).await {
+                    Ok(StreamOpen::Refused(reply)) => Ok(Called::Whole(reply)),
+                    Ok(StreamOpen::Open(source)) => self.read_first(source, timeout).await,
+                    Err(e) => Err(e),
+                }
+            } else {
+                self.upstream.generate(model, &secret, body, timeout).await.map(Called::Whole)
+            };
             let elapsed = self.rt.now_ms().saturating_sub(t0);
 
             let mut settle = SettleSpec {
@@ -285,7 +444,11 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                         Some(RouterError::UpstreamUnavailable { message: format!("upstream unreachable: {m}") });
                     Step::Retry { backoff: true, exclude: true }
                 }
-                Ok(reply) => {
+                Ok(Called::Stream { source, parser, tally, first_events }) => {
+                    status = Some(200);
+                    Step::Stream { source, parser, tally, first_events }
+                }
+                Ok(Called::Whole(reply)) => {
                     status = Some(reply.status);
                     match classify(reply.status, &reply.body) {
                         UpstreamOutcome::Success => match serde_json::from_str::<Value>(&reply.body) {
@@ -295,7 +458,7 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                                 settle.input = r.usage.map(|u| u.input);
                                 settle.output = usage.output;
                                 settle.thoughts = usage.thoughts;
-                                Step::Done(r, usage)
+                                Step::Done(r, usage, v)
                             }
                             Err(_) => {
                                 settle.outcome = "transient";
@@ -348,9 +511,9 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
             let will_retry =
                 matches!(step, Step::Retry { .. }) && attempts.len() + 1 < max_attempts && self.rt.now_ms() < deadline;
             let mut conv_turns = Vec::new();
-            if let (Step::Done(reply, usage), Some(_)) = (&step, &conv) {
+            if let (Step::Done(reply, usage, _), Some(_)) = (&step, &conv) {
                 for c in &req.contents {
-                    conv_turns.push(json!({"role": "user", "parts": c["parts"], "at": t0}).to_string());
+                    conv_turns.push(json!({"role": c["role"], "parts": c["parts"], "at": t0}).to_string());
                 }
                 conv_turns.push(
                     json!({"role": "model", "parts": [{"text": reply.text}], "at": self.rt.now_ms(), "usage": usage})
@@ -369,13 +532,46 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                     });
                 }
             }
-            if let (Step::Done(reply, usage), Some(cs)) = (&step, settle.conv.as_mut()) {
+            if let (Step::Done(reply, usage, _), Some(cs)) = (&step, settle.conv.as_mut()) {
                 cs.tokens = usage.total;
                 let new = req.to_gemini(&[]);
                 cs.est = estimate_tokens(
                     request_texts(&new).into_iter().chain([reply.text.as_str()]),
                     self.settings.estimator,
                 );
+            }
+            if let Step::Stream { source, parser, tally, first_events } = step {
+                attempts.push(Attempt {
+                    key_id: key.key_id.clone(),
+                    model: model.clone(),
+                    outcome: "success",
+                    status,
+                    cooldown_until: None,
+                    duration_ms: elapsed,
+                });
+                let new = req.to_gemini(&[]);
+                return Ok(Outcome::Stream(PendingStream {
+                    source,
+                    parser,
+                    tally,
+                    first_events,
+                    finish: StreamFinish {
+                        key: key.clone(),
+                        client_id: caller.client_id.clone(),
+                        rid: settle.rid.clone(),
+                        day,
+                        conv: conv.clone(),
+                        new_contents: req.contents.clone(),
+                        new_texts_est: estimate_tokens(request_texts(&new), self.settings.estimator),
+                        ttl_s: self.settings.conversation_ttl_seconds,
+                        estimator: self.settings.estimator,
+                        started_at: t0,
+                    },
+                    attempts,
+                    model_used: model.clone(),
+                    key_id: key.key_id.clone(),
+                    omitted_turns,
+                }));
             }
             let (keys, args) = settle_call(&settle);
             let settled = self.store.eval(&SETTLE, &keys, &args).await.and_then(|v| parse_settle(&v));
@@ -388,7 +584,7 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                 duration_ms: elapsed,
             });
             match step {
-                Step::Done(reply, usage) => {
+                Step::Done(reply, usage, raw) => {
                     // The answer exists; if the settle failed, the conversation turn may be
                     // missing, so say so instead of acknowledging it.
                     let settled = match settled {
@@ -396,17 +592,19 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                         Err(e) if conv.is_some() => return Err(fail(e.into(), attempts)),
                         Err(_) => crate::store::Settled { now: 0, cooldown_until: None, message_count: None },
                     };
-                    return Ok(Success {
+                    return Ok(Outcome::Done(Success {
                         reply,
+                        raw,
                         usage,
                         model_used: model.clone(),
                         key_id: key.key_id.clone(),
                         attempts,
                         omitted_turns,
                         message_count: settled.message_count,
-                    });
+                    }));
                 }
                 Step::Fail(e) => return Err(fail(e, attempts)),
+                Step::Stream { .. } => unreachable!("streams return above"),
                 Step::Retry { backoff, exclude } => {
                     if exclude {
                         excluded.push(key.key_id.clone());

@@ -150,7 +150,7 @@ def start_worker(vars: dict[str, str], port: int | None = None) -> Service:
         "--inspector-port", str(inspector),
         "--persist-to", str(RUN_DIR / f"wrangler-state-{port}"),
         "--show-interactive-dev-session=false",
-        "--log-level", "info",
+        "--log-level", "log",  # "log" includes the worker's console.log lines
     ]
     for k, v in vars.items():
         args += ["--var", f"{k}:{v}"]

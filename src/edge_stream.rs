@@ -1,0 +1,278 @@
+//! wasm glue for streaming (SSE relay on both surfaces), `countTokens` and model lists.
+//!
+//! Relay rules: failover happened before the first event (in `router::run`); from here the
+//! stream is relayed event by event, never buffered whole. The quota is settled with the last
+//! usage seen even when the stream breaks; a conversation turn is stored before the final
+//! event; a break after the first byte ends with an explicit error event, never silently.
+
+use crate::config::{KeyPool, Settings};
+use crate::edge::{log, send_with_timeout, with_timeout, FetchStream, FetchTransport, WorkerRuntime};
+use crate::error::RouterError;
+use crate::router::{ChunkSource, PendingStream, Runtime};
+use crate::sse::frame;
+use crate::store::{keys, SETTLE};
+use crate::upstash::Upstash;
+use serde_json::{json, Value};
+use worker::*;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Mode {
+    OpenAi { include_usage: bool },
+    Gemini,
+}
+
+type Tx = futures_channel::mpsc::UnboundedSender<std::result::Result<Vec<u8>, worker::Error>>;
+
+fn send(tx: &Tx, s: String) {
+    // A closed channel means the client left; keep reading upstream so the settle is exact.
+    let _ = tx.unbounded_send(Ok(s.into_bytes()));
+}
+
+struct Emitter {
+    mode: Mode,
+    id: String,
+    created: u64,
+    model: String,
+    sent_role: bool,
+    /// Gemini surface: the latest event is held back so the final one goes out after the settle.
+    held: Option<String>,
+}
+
+impl Emitter {
+    fn event(&mut self, tx: &Tx, data: String) {
+        match self.mode {
+            Mode::Gemini => {
+                if let Some(h) = self.held.replace(data) {
+                    send(tx, frame(&h));
+                }
+            }
+            Mode::OpenAi { .. } => {
+                let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                let text = crate::gemini::parse_reply(&v).text;
+                if text.is_empty() && self.sent_role {
+                    return;
+                }
+                let mut delta = json!({"content": text});
+                if !self.sent_role {
+                    delta["role"] = json!("assistant");
+                    self.sent_role = true;
+                }
+                let c = crate::openai::chunk(&self.id, self.created, &self.model, delta, None);
+                send(tx, frame(&c.to_string()));
+            }
+        }
+    }
+}
+
+pub(crate) fn relay(
+    pending: PendingStream<FetchStream>,
+    mode: Mode,
+    transport: FetchTransport,
+    settings: &Settings,
+    ctx: &Context,
+) -> Result<Response> {
+    let (tx, rx) = futures_channel::mpsc::unbounded::<std::result::Result<Vec<u8>, worker::Error>>();
+    let idle_ms = settings.upstream_timeout_ms;
+    let level = settings.log_level.clone();
+    let key_id = pending.key_id.clone();
+    ctx.wait_until(async move { relay_task(pending, mode, transport, idle_ms, level, tx).await });
+    let headers = Headers::new();
+    headers.set("content-type", "text/event-stream")?;
+    headers.set("cache-control", "no-cache")?;
+    headers.set("x-router-key-id", &key_id)?;
+    Ok(Response::from_stream(rx)?.with_headers(headers))
+}
+
+async fn relay_task(
+    pending: PendingStream<FetchStream>,
+    mode: Mode,
+    transport: FetchTransport,
+    idle_ms: u64,
+    level: crate::config::LogLevel,
+    tx: Tx,
+) {
+    let PendingStream { mut source, mut parser, mut tally, first_events, finish, model_used, .. } = pending;
+    let mut em = Emitter {
+        mode,
+        id: format!("chatcmpl-{}", WorkerRuntime.random_hex(12)),
+        created: Date::now().as_millis() / 1000,
+        model: model_used.clone(),
+        sent_role: false,
+        held: None,
+    };
+    for ev in first_events {
+        em.event(&tx, ev);
+    }
+    let mut failure: Option<String> = None;
+    loop {
+        match with_timeout(source.next_chunk(), idle_ms).await {
+            None => {
+                failure = Some(format!("upstream stream stalled for {idle_ms} ms"));
+                break;
+            }
+            Some(Err(e)) => {
+                failure = Some(format!("upstream stream broke: {e:?}"));
+                break;
+            }
+            Some(Ok(None)) => {
+                if let Some(ev) = parser.finish() {
+                    tally.observe(&ev);
+                    em.event(&tx, ev);
+                }
+                if tally.finish_reason.is_none() {
+                    failure = Some("upstream stream ended without a finish reason".into());
+                }
+                break;
+            }
+            Some(Ok(Some(bytes))) => {
+                for ev in parser.feed(&bytes) {
+                    tally.observe(&ev);
+                    em.event(&tx, ev);
+                }
+            }
+        }
+    }
+    drop(source);
+    let complete = failure.is_none();
+    let store = Upstash::new(transport);
+    let (k, a) = finish.settle_call(&tally, complete, Date::now().as_millis());
+    if let Err(e) = store.eval(&SETTLE, &k, &a).await {
+        if complete && finish.conv.is_some() {
+            // The turn could not be stored: do not acknowledge it with a normal ending.
+            failure = Some(format!("conversation turn could not be stored: {e}"));
+        }
+    }
+    log(
+        if failure.is_some() { crate::config::LogLevel::Warn } else { crate::config::LogLevel::Debug },
+        &level,
+        "stream_end",
+        json!({"key_id": finish.key.key_id, "model": model_used, "events": tally.events, "complete": failure.is_none(),
+               "input_tokens": tally.usage.map(|u| u.input), "error": failure}),
+    );
+    match (failure, mode) {
+        (None, Mode::Gemini) => {
+            if let Some(h) = em.held.take() {
+                send(&tx, frame(&h));
+            }
+        }
+        (None, Mode::OpenAi { include_usage }) => {
+            let fr = crate::openai::finish_reason(tally.finish_reason.as_deref());
+            let c = crate::openai::chunk(&em.id, em.created, &em.model, json!({}), Some(fr));
+            send(&tx, frame(&c.to_string()));
+            if include_usage {
+                let u = crate::openai::usage_chunk(&em.id, em.created, &em.model, &tally.usage.unwrap_or_default());
+                send(&tx, frame(&u.to_string()));
+            }
+            send(&tx, frame("[DONE]"));
+        }
+        (Some(msg), Mode::Gemini) => {
+            if let Some(h) = em.held.take() {
+                send(&tx, frame(&h));
+            }
+            let e = json!({"error": {"code": 502, "message": msg, "status": "UNAVAILABLE"}});
+            send(&tx, frame(&e.to_string()));
+        }
+        (Some(msg), Mode::OpenAi { .. }) => {
+            let e = json!({"error": {"message": msg, "type": "api_error", "code": "upstream_stream_interrupted"}});
+            send(&tx, frame(&e.to_string()));
+        }
+    }
+}
+
+/// `:countTokens`, forwarded with a key of the model; it uses no generate quota.
+pub(crate) async fn count_tokens(
+    pool: &KeyPool,
+    settings: &Settings,
+    env: &Env,
+    model: &str,
+    body: &Value,
+) -> std::result::Result<(Response, u16), RouterError> {
+    let mut keys: Vec<_> = pool
+        .candidates(model)
+        .filter_map(|k| {
+            crate::config::secret_names(&k.key_id).iter().find_map(|n| crate::edge::lookup(env, n)).map(|s| (k, s))
+        })
+        .collect();
+    if keys.is_empty() {
+        return Err(RouterError::ConfigInvalid { errors: vec![format!("no key of model '{model}' has its secret set")] });
+    }
+    let (_, secret) = keys.swap_remove((WorkerRuntime.random_u64() % keys.len() as u64) as usize);
+    let req = crate::edge::gemini_request(&settings.gemini_base_url, model, "countTokens", &secret, body.to_string())
+        .map_err(|e| RouterError::Internal { message: e.to_string() })?;
+    match send_with_timeout(req, settings.upstream_timeout_ms).await {
+        Ok(Some(r)) if (200..300).contains(&r.status) => {
+            let v: Value = serde_json::from_str(&r.body).map_err(|_| RouterError::UpstreamUnavailable {
+                message: "upstream answered countTokens with an unreadable body".into(),
+            })?;
+            crate::edge::ok_json(200, &v)
+        }
+        Ok(Some(r)) => match crate::gemini::classify(r.status, &r.body) {
+            crate::gemini::UpstreamOutcome::ClientError { status, message } => {
+                Err(RouterError::UpstreamRejected { status, message })
+            }
+            _ => Err(RouterError::UpstreamUnavailable { message: format!("upstream answered {}", r.status) }),
+        },
+        Ok(None) => Err(RouterError::UpstreamTimeout),
+        Err(e) => Err(RouterError::UpstreamUnavailable { message: format!("upstream unreachable: {e}") }),
+    }
+}
+
+/// Whether each model has a key with room now: active, secret set, not disabled, not cooling,
+/// under rpm and rpd. One pipelined read.
+pub(crate) async fn model_availability(
+    store: &Upstash<FetchTransport>,
+    pool: &KeyPool,
+    settings: &Settings,
+    secret: &dyn Fn(&str) -> Option<String>,
+) -> std::result::Result<Vec<(String, bool)>, RouterError> {
+    let now = Date::now().as_millis();
+    let day = crate::quota::pacific_day(now as i64).0;
+    let keys_: Vec<_> = pool
+        .keys
+        .iter()
+        .filter(|k| k.active && crate::config::secret_names(&k.key_id).iter().any(|n| secret(n).is_some()))
+        .collect();
+    let mut cmds = Vec::new();
+    for k in &keys_ {
+        cmds.push(vec![
+            "ZCOUNT".to_string(),
+            keys::log(&k.quota_group, &k.model),
+            format!("({}", now.saturating_sub(settings.window_ms)),
+            "+inf".into(),
+        ]);
+        cmds.push(vec!["HGET".into(), keys::cooldown(&k.quota_group, &k.model), "until".into()]);
+        cmds.push(vec!["HEXISTS".into(), keys::disabled(&k.key_id), "reason".into()]);
+        cmds.push(vec!["HMGET".into(), keys::day(&k.quota_group, &k.model), "day".into(), "count".into()]);
+    }
+    let results = if cmds.is_empty() { vec![] } else { store.pipeline(&cmds).await? };
+    let mut out: Vec<(String, bool)> = pool.models().into_iter().map(|m| (m, false)).collect();
+    for (i, k) in keys_.iter().enumerate() {
+        let r = |j: usize| results.get(4 * i + j).and_then(|r| r.as_ref().ok()).cloned().unwrap_or(Value::Null);
+        let count = r(0).as_u64().unwrap_or(0);
+        let until = r(1).as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        let disabled = r(2).as_u64() == Some(1);
+        let d = r(3);
+        let dcount = if d[0].as_str().and_then(|s| s.parse::<i64>().ok()) == Some(day) {
+            d[1].as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+        } else {
+            0
+        };
+        if !disabled && until <= now && count < k.rpm as u64 && dcount < k.rpd as u64 {
+            if let Some(e) = out.iter_mut().find(|(m, _)| *m == k.model) {
+                e.1 = true;
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn gemini_models_list(avail: &[(String, bool)]) -> Value {
+    let models: Vec<Value> = avail
+        .iter()
+        .map(|(m, _)| {
+            json!({"name": format!("models/{m}"), "displayName": m,
+                   "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"]})
+        })
+        .collect();
+    json!({"models": models})
+}
