@@ -5,8 +5,10 @@ Real keys: put `API_KEY_<key_id>=...` lines (see .dev.vars.example) in `.dev.var
 the bundled mock Gemini serves every key of keys.json and this script says so.
 """
 
+import hashlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -42,6 +44,13 @@ def main():
     rest = stack.start_upstash_local(redis.port, TOKEN)
     services.append(rest)
     vars = {"UPSTASH_REDIS_REST_URL": rest.url, "UPSTASH_REDIS_REST_TOKEN": TOKEN}
+    # A local admin client with a fresh token (or DEV_TOKEN), unless .dev.vars defines clients.
+    client_token = os.environ.get("DEV_TOKEN") or "dev-" + secrets.token_urlsafe(18)
+    if "CLIENTS_JSON" not in dev_vars():
+        digest = hashlib.sha256(client_token.encode()).hexdigest()
+        vars["CLIENTS_JSON"] = json.dumps({"clients": [{"id": "dev", "token_sha256": digest, "scopes": ["admin"]}]})
+    else:
+        client_token = "<a token from your CLIENTS_JSON>"
     if not configured:
         mock = stack.start_mock_gemini(mock_config(keys, latency_ms=int(os.environ.get("MOCK_LATENCY_MS", "0"))))
         services.append(mock)
@@ -53,8 +62,10 @@ def main():
     else:
         print(f"\n*** Using real Gemini keys from .dev.vars: {', '.join(sorted(configured))}\n")
     print(f"Redis: 127.0.0.1:{redis.port}  Upstash REST: {rest.url}")
-    print(f"Router: http://127.0.0.1:{PORT}\nTry:\n  curl -s http://127.0.0.1:{PORT}/v1/generate -H 'content-type: application/json' \\\n"
-          f"    -d '{{\"prompt\": \"What is 2+2?\", \"model\": \"gemini-2.5-flash\"}}'\n")
+    print(f"Router: http://127.0.0.1:{PORT}   token: {client_token}\nTry:\n"
+          f"  curl -s http://127.0.0.1:{PORT}/v1/generate -H 'authorization: Bearer {client_token}' \\\n"
+          f"    -H 'content-type: application/json' -d '{{\"prompt\": \"What is 2+2?\", \"model\": \"gemini-2.5-flash\"}}'\n"
+          f"Dashboard: http://127.0.0.1:{PORT}/dashboard\n")
     args = [str(ROOT / "node_modules/.bin/wrangler"), "dev", "--ip", "127.0.0.1", "--port", str(PORT),
             "--show-interactive-dev-session=false"]
     for k, v in vars.items():
