@@ -72,12 +72,19 @@ def main():
         args += ["--var", f"{k}:{v}"]
     env = {**os.environ, "PATH": f"{ROOT / 'node_modules/.bin'}:{os.environ['PATH']}", "WRANGLER_SEND_METRICS": "false"}
     proc = subprocess.Popen(args, cwd=ROOT, env=env)
+    # SIGTERM (e.g. from `timeout` or a supervisor) cleans up like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         proc.wait()
     except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        proc.wait()
+        pass
     finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         for s in reversed(services):
             s.stop()
 
