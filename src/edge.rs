@@ -415,21 +415,22 @@ async fn handle(
                 Some(Value::String(id)) if body.get("model").is_none() => Some(id.clone()),
                 _ => None,
             };
-            let default_model = match conv_id {
-                Some(id) => convs.default_model(&id, &caller.client_id).await?,
-                None => None,
-            };
-            GenerateRequest::parse(&body, default_model.as_deref())?
+            // No model on a conversation send: the reservation picks the conversation's own
+            // (no extra round trip); the pool's first model is only the fallback.
+            let fallback = pool.models().into_iter().next();
+            let mut g = GenerateRequest::parse(&body, if conv_id.is_some() { fallback.as_deref() } else { None })?;
+            g.model_from_conversation = conv_id.is_some();
+            g
         }
         Route::ConvSend(id) => {
             if !settings.enabled {
                 return Err(RouterError::RouterDisabled);
             }
             let body = read_json(req, settings).await?;
-            let default_model =
-                if body.get("model").is_none() { convs.default_model(&id, &caller.client_id).await? } else { None };
-            let default_model = default_model.or_else(|| pool.models().into_iter().next());
-            conversations::parse_message(&body, &id, default_model)?
+            let pick = body.get("model").is_none();
+            let mut g = conversations::parse_message(&body, &id, pool.models().into_iter().next())?;
+            g.model_from_conversation = pick;
+            g
         }
         Route::ConvCreate => {
             let body = read_json(req, settings).await?;

@@ -182,6 +182,7 @@ impl ChatRequest {
             allow_fallback: false,
             generation,
             passthrough: Map::new(),
+            model_from_conversation: false,
         };
         Ok(ChatRequest { gen, stream, include_usage })
     }

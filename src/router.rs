@@ -321,7 +321,11 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
             models.extend(self.pool.fallbacks.get(&req.model).cloned().unwrap_or_default());
         }
         let request_id = self.rt.random_hex(16);
-        let conv = req.conversation_id.as_ref().map(|id| ConvLock {
+        // A conversation send that named no model uses the conversation's own, which the
+        // reservation script reads: candidates of every model are offered, the script filters.
+        let mut pick_model = req.model_from_conversation && req.conversation_id.is_some();
+        let mut conv = req.conversation_id.as_ref().map(|id| ConvLock {
+            pick_model,
             id: id.clone(),
             owner: caller.client_id.clone(),
             lock_id: request_id.clone(),
@@ -335,9 +339,13 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
         let max_attempts = self.settings.max_attempts as usize;
 
         while attempts.len() < max_attempts && model_idx < models.len() {
-            let model = &models[model_idx];
-            let with_secret: Vec<&KeyConfig> =
-                self.pool.candidates(model).filter(|k| self.secret_for(k).is_some()).collect();
+            let model = models[model_idx].clone();
+            let model = &model;
+            let with_secret: Vec<&KeyConfig> = if pick_model {
+                self.pool.keys.iter().filter(|k| k.active && self.secret_for(k).is_some()).collect()
+            } else {
+                self.pool.candidates(model).filter(|k| self.secret_for(k).is_some()).collect()
+            };
             if with_secret.is_empty() {
                 last_error = Some(RouterError::ConfigInvalid {
                     errors: vec![format!("no key of model '{model}' has its secret API_KEY_<key_id> set")],
@@ -365,6 +373,7 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                 buckets: if attempts.is_empty() { self.buckets(caller) } else { vec![] },
                 conv: conv.clone(),
                 candidates,
+                model: Some(model.clone()),
             };
             let (keys, args) = reserve_call(&spec);
             let answer = match self.store.eval(&RESERVE, &keys, &args).await.and_then(|v| parse_reserve(&v)) {
@@ -372,7 +381,22 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                 Err(e) => return Err(fail(e.into(), attempts)),
             };
             let (key_id, day, history, stored_system) = match answer {
-                Reservation::Reserved { key_id, day, history, system, .. } => (key_id, day, history, system),
+                Reservation::Reserved { key_id, day, history, system, model: chosen, .. } => {
+                    if pick_model {
+                        // From now on the request is for the conversation's model.
+                        let chosen = chosen.unwrap_or_else(|| model.clone());
+                        models = vec![chosen];
+                        model_idx = 0;
+                        pick_model = false;
+                        if let Some(c) = conv.as_mut() {
+                            c.pick_model = false;
+                        }
+                    }
+                    (key_id, day, history, system)
+                }
+                Reservation::NoCandidates => {
+                    return Err(fail(RouterError::UnknownModel { model: model.clone() }, attempts));
+                }
                 Reservation::Refused { limit, retry_at, now, bucket } => {
                     if matches!(limit, LimitKind::ClientRate | LimitKind::GlobalRate) || model_idx + 1 >= models.len() {
                         return Err(fail(
@@ -394,6 +418,7 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                 Reservation::ConversationBusy => return Err(fail(RouterError::ConversationBusy, attempts)),
             };
             let key = self.pool.keys.iter().find(|k| k.key_id == key_id).expect("script returns a candidate");
+            let model = &key.model;
             let (history, omitted) =
                 upstream_history(&history, self.settings.context_budget_tokens, self.settings.estimator);
             omitted_turns = omitted;

@@ -75,6 +75,8 @@ pub struct ConvLock {
     pub owner: String,
     pub lock_id: String,
     pub lock_ms: u64,
+    /// Use the conversation's stored model (the send named none).
+    pub pick_model: bool,
 }
 
 pub struct ReserveSpec<'a> {
@@ -85,6 +87,8 @@ pub struct ReserveSpec<'a> {
     pub buckets: Vec<Bucket>,
     pub conv: Option<ConvLock>,
     pub candidates: Vec<&'a KeyConfig>,
+    /// The request's model; candidates of other models are skipped by the script.
+    pub model: Option<String>,
 }
 
 pub fn reserve_call(spec: &ReserveSpec) -> (Vec<String>, Vec<String>) {
@@ -110,15 +114,25 @@ pub fn reserve_call(spec: &ReserveSpec) -> (Vec<String>, Vec<String>) {
         "window_ms": spec.window_ms,
         "cfg": spec.cfg,
         "buckets": spec.buckets.iter().map(|b| json!({"rate": b.rate_per_min, "burst": b.burst, "name": b.name})).collect::<Vec<_>>(),
-        "conv": spec.conv.as_ref().map(|c| json!({"owner": c.owner, "lock_id": c.lock_id, "lock_ms": c.lock_ms})),
-        "cands": spec.candidates.iter().map(|c| json!({"k": c.key_id, "rpm": c.rpm, "tpm": c.tpm, "rpd": c.rpd, "w": c.weight})).collect::<Vec<_>>(),
+        "conv": spec.conv.as_ref().map(|c| json!({"owner": c.owner, "lock_id": c.lock_id, "lock_ms": c.lock_ms, "pick_model": c.pick_model})),
+        "model": spec.model,
+        "cands": spec.candidates.iter().map(|c| json!({"k": c.key_id, "m": c.model, "rpm": c.rpm, "tpm": c.tpm, "rpd": c.rpd, "w": c.weight})).collect::<Vec<_>>(),
     });
     (k, vec![arg.to_string()])
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reservation {
-    Reserved { key_id: String, rid: String, now: u64, day: i64, history: Vec<String>, system: Option<String> },
+    Reserved {
+        key_id: String,
+        model: Option<String>,
+        rid: String,
+        now: u64,
+        day: i64,
+        history: Vec<String>,
+        system: Option<String>,
+    },
+    NoCandidates,
     Refused { limit: LimitKind, retry_at: Option<u64>, now: u64, bucket: Option<(u64, u64)> },
     PromptTooLarge,
     ConversationNotFound,
@@ -144,6 +158,7 @@ pub fn parse_reserve(v: &Value) -> Result<Reservation, StoreError> {
             .unwrap_or_default();
         return Ok(Reservation::Reserved {
             key_id: r["key"].as_str().ok_or_else(|| protocol("no key"))?.to_string(),
+            model: r["model"].as_str().map(str::to_string),
             rid: r["rid"].as_str().ok_or_else(|| protocol("no rid"))?.to_string(),
             now,
             day: r["day"].as_f64().unwrap_or(0.0) as i64,
@@ -154,6 +169,9 @@ pub fn parse_reserve(v: &Value) -> Result<Reservation, StoreError> {
     let limit = r["limit"].as_str().unwrap_or("disabled");
     if limit == "too_large" {
         return Ok(Reservation::PromptTooLarge);
+    }
+    if limit == "no_candidates" {
+        return Ok(Reservation::NoCandidates);
     }
     let bucket = r["bucket_limit"].as_f64().map(|l| (l as u64, r["bucket_remaining"].as_f64().unwrap_or(0.0) as u64));
     Ok(Reservation::Refused {
@@ -281,8 +299,9 @@ mod tests {
             window_ms: 60000,
             cfg: "c".into(),
             buckets: vec![Bucket { key: keys::client_bucket("x"), name: "client", rate_per_min: 1, burst: 1 }],
-            conv: Some(ConvLock { id: "abc".into(), owner: "x".into(), lock_id: "r".into(), lock_ms: 1 }),
+            conv: Some(ConvLock { id: "abc".into(), owner: "x".into(), lock_id: "r".into(), lock_ms: 1, pick_model: false }),
             candidates: vec![&k, &k],
+            model: Some("m".into()),
         };
         let (ks, args) = reserve_call(&spec);
         assert_eq!(ks.len(), 1 + 1 + 3 + 10);

@@ -14,16 +14,19 @@
 -- ARGV[1] JSON:
 --   {"rid": reservation id, "est": estimated input tokens, "window_ms": 60000, "cfg": config fingerprint,
 --    "buckets": [{"rate": refill per minute, "burst": capacity, "name": "client"|"global"}],
---    "conv": null | {"owner": client id, "lock_id": request id, "lock_ms": lock lease},
---    "cands": [{"k": key_id, "rpm": n, "tpm": n, "rpd": n, "w": weight}]}
+--    "conv": null | {"owner": client id, "lock_id": request id, "lock_ms": lock lease, "pick_model": bool},
+--    "cands": [{"k": key_id, "m": model, "rpm": n, "tpm": n, "rpd": n, "w": weight}],
+--    "model": the request's model (candidates of other models are skipped; null = no filter)}
+--   With conv.pick_model, the conversation's stored `model` replaces `model` when it has one.
 --   Several candidates may share the same log/tok/day/cd keys (one quota group): they share one quota.
 --
 -- Returns a JSON string, one of:
---   {"ok":1,"key":key_id,"rid":rid,"now":ms,"day":pday,"est":tokens reserved,
+--   {"ok":1,"key":key_id,"model":model,"rid":rid,"now":ms,"day":pday,"est":tokens reserved,
 --    "history":[turn json...]|nil,"system":text|nil}   (with conv: est includes meta.hist_est)
 --   {"ok":0,"limit":"rpm"|"tpm"|"rpd"|"cooldown"|"disabled"|"client_rate"|"global_rate","retry_at":ms,"now":ms,
 --    "bucket_limit":n,"bucket_remaining":n}
 --   {"ok":0,"limit":"too_large","now":ms}           the estimate exceeds every candidate's tpm
+--   {"ok":0,"limit":"no_candidates","model":m,"now":ms}  no candidate serves the chosen model
 --   {"ok":0,"conv":"not_found"|"busy","now":ms}
 --
 -- Invariant: for every (quota group, model), the log never holds more than rpm entries admitted
@@ -80,6 +83,15 @@ if spec.conv and spec.conv ~= cjson.null then
   conv.system = redis.call('HGET', conv.meta, 'system')
 end
 
+-- A send that names no model uses the conversation's default model (or `spec.model`), chosen
+-- here so that reading the conversation costs no extra round trip. Candidates of other models
+-- are then skipped.
+local model = spec.model
+if conv and spec.conv.pick_model then
+  local m = redis.call('HGET', conv.meta, 'model')
+  if m then model = m end
+end
+
 -- Drop entries that left the window (admitted at t with t + window <= now, as in
 -- `quota::SlidingLog` and `free_at`) from a group's log, keeping the token total in step.
 local function trim(log, tok)
@@ -122,6 +134,7 @@ local groups = {}
 local best, best_score, best_last = nil, nil, nil
 local soonest, soonest_limit = nil, nil
 local too_large = true
+local matched = 0
 local last_used = redis.call('HGETALL', KEYS[1])
 local last_map = {}
 for j = 1, #last_used, 2 do last_map[last_used[j]] = tonumber(last_used[j + 1]) end
@@ -134,9 +147,13 @@ for _, c in ipairs(spec.cands) do
   local log, tok, day, cd, dis = KEYS[ki], KEYS[ki + 1], KEYS[ki + 2], KEYS[ki + 3], KEYS[ki + 4]
   ki = ki + 5
   local rpm, tpm, rpd = tonumber(c.rpm), tonumber(c.tpm), tonumber(c.rpd)
-  if est <= tpm then too_large = false end
-  local dis_cfg = redis.call('HGET', dis, 'cfg')
-  if dis_cfg and dis_cfg == spec.cfg then
+  local other_model = c.m ~= nil and c.m ~= cjson.null and model ~= nil and model ~= cjson.null and c.m ~= model
+  if est <= tpm and not other_model then too_large = false end
+  local dis_cfg = (not other_model) and redis.call('HGET', dis, 'cfg')
+  if not other_model then matched = matched + 1 end
+  if other_model then
+    -- Not a candidate for this request's model.
+  elseif dis_cfg and dis_cfg == spec.cfg then
     -- Disabled until the configuration changes: never frees by waiting.
     if soonest_limit == nil then soonest_limit = 'disabled' end
   else
@@ -175,7 +192,10 @@ end
 if best == nil then
   -- Only a lock taken by this call is given back; one held from an earlier attempt stays.
   if conv and conv.acquired then redis.call('DEL', conv.lock) end
-  if too_large and #spec.cands > 0 then
+  if matched == 0 then
+    return cjson.encode({ok = 0, limit = 'no_candidates', model = model, now = now})
+  end
+  if too_large then
     return cjson.encode({ok = 0, limit = 'too_large', now = now})
   end
   return cjson.encode({ok = 0, limit = soonest_limit or 'disabled', retry_at = soonest or cjson.null, now = now})
@@ -198,7 +218,7 @@ for _, b in pairs(buckets) do
   redis.call('PEXPIRE', b.key, math.ceil(b.burst / b.rate) + 1000)
 end
 
-local out = {ok = 1, key = best.c.k, rid = spec.rid, now = now, day = today, est = est}
+local out = {ok = 1, key = best.c.k, rid = spec.rid, now = now, day = today, est = est, model = best.c.m}
 if history then out.history = history end
 if conv and conv.system then out.system = conv.system end
 return cjson.encode(out)

@@ -198,3 +198,13 @@ def test_redis_unreachable_mid_request_is_503_and_nothing_half_written(worker, c
     meta = worker.get(f"/v1/conversations/{cid}").json()
     assert meta["message_count"] == 2
     assert len(clean.redis_cmd("LRANGE", f"{{llmr}}:conv:{cid}:turns", 0, -1)) == 2
+
+
+def test_conversation_send_costs_one_round_trip_before_upstream_and_one_after(worker, clean):
+    cid = create(worker, model="gemini-2.5-pro")
+    send(worker, cid, "warm the script cache")
+    clean.rest_stats_reset()
+    r = send(worker, cid, "What is 2+2?")  # no model: the conversation's own is used
+    assert r.status_code == 200, r.text
+    assert r.json()["model_used"] == "gemini-2.5-pro"
+    assert clean.rest_stats()["http_requests"] == 2
