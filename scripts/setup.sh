@@ -45,3 +45,12 @@ if [[ ! -x .venv/bin/pytest || tests/requirements.txt -nt .venv/.installed ]]; t
   .venv/bin/pip install -q -r tests/requirements.txt
   touch .venv/.installed
 fi
+
+# --- observability (issue 7): Debian's chromium for the headless dashboard test, driven by the
+# playwright-core npm package (which never downloads a browser).
+if ! command -v chromium >/dev/null 2>&1; then
+  step "apt-get install chromium (dashboard test)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium >/dev/null
+fi

@@ -1,92 +1,112 @@
 //! wasm glue for observability: `/health`, `/stats`, `/metrics`, `/dashboard`.
-//! The figures themselves are computed in the pure `observe` module.
+//! The figures themselves are computed in the pure `observe` module; this file only does the
+//! Redis round trip and builds the responses.
 
 use crate::config::{KeyPool, Settings};
 use crate::edge::{ok_json, FetchTransport, State};
 use crate::error::RouterError;
+use crate::observe::{self, HealthInput, Layout};
 use crate::upstash::Upstash;
-use serde_json::{json, Value};
+use serde_json::Value;
 use worker::*;
 
+/// Reads everything in one `stats_v1` round trip and builds the `/stats` document.
+async fn read_stats(
+    store: &Upstash<FetchTransport>,
+    pool: &KeyPool,
+    settings: &Settings,
+    fingerprint: &str,
+) -> std::result::Result<observe::Stats, RouterError> {
+    let clients: Vec<String> = settings.clients.clients.iter().map(|c| c.id.clone()).collect();
+    let layout = Layout::new(pool, &clients);
+    let (keys, args) = observe::stats_call(pool, &layout, settings.window_ms);
+    let v = store.eval(&observe::STATS, &keys, &args).await?;
+    let raw = observe::parse_stats(&v, &layout, pool.keys.len())?;
+    Ok(observe::build_stats(pool, &layout, &raw, fingerprint, settings.window_ms))
+}
+
+fn internal(e: impl std::fmt::Display) -> RouterError {
+    RouterError::Internal { message: format!("response building failed: {e}") }
+}
+
+fn text_response(status: u16, body: String, content_type: &str) -> std::result::Result<(Response, u16), RouterError> {
+    let headers = Headers::new();
+    headers.set("content-type", content_type).map_err(internal)?;
+    headers.set("cache-control", "no-store").map_err(internal)?;
+    let r = Response::from_bytes(body.into_bytes()).map_err(internal)?.with_status(status).with_headers(headers);
+    Ok((r, status))
+}
+
 pub(crate) async fn stats(
-    _store: &Upstash<FetchTransport>,
-    _pool: &KeyPool,
-    _settings: &Settings,
+    store: &Upstash<FetchTransport>,
+    pool: &KeyPool,
+    settings: &Settings,
+    fingerprint: &str,
 ) -> std::result::Result<(Response, u16), RouterError> {
-    Err(RouterError::NotFound { code: "not_found", message: "stats are not implemented yet".into() })
+    let s = read_stats(store, pool, settings, fingerprint).await?;
+    ok_json(200, &serde_json::to_value(&s).map_err(internal)?)
 }
 
 pub(crate) async fn metrics(
-    _store: &Upstash<FetchTransport>,
-    _pool: &KeyPool,
-    _settings: &Settings,
+    store: &Upstash<FetchTransport>,
+    pool: &KeyPool,
+    settings: &Settings,
+    fingerprint: &str,
 ) -> std::result::Result<(Response, u16), RouterError> {
-    Err(RouterError::NotFound { code: "not_found", message: "metrics are not implemented yet".into() })
+    let s = read_stats(store, pool, settings, fingerprint).await?;
+    text_response(200, observe::prometheus(&s), observe::METRICS_CONTENT_TYPE)
 }
 
 pub(crate) fn dashboard() -> std::result::Result<(Response, u16), RouterError> {
-    ok_json(404, &json!({"error": {"code": "not_found", "message": "dashboard is not implemented yet"}}))
+    text_response(200, include_str!("dashboard.html").to_string(), "text/html; charset=utf-8")
 }
 
-/// `/health`: config, a real Redis round trip with its latency, and the kill switch.
+/// `/health`: config, one real Redis round trip (a read-only pipeline that also reads the key
+/// states) with its latency, the key pool, the conversation store and the kill switch.
 pub(crate) async fn health(st: &State, details: bool) -> (Value, u16) {
-    let mut healthy = true;
-    let config = match (&st.pool, &st.settings) {
-        (Ok(_), Ok(_)) => json!({"healthy": true}),
-        (p, s) => {
-            healthy = false;
-            let mut errors: Vec<String> = Vec::new();
-            if let Err(e) = p {
-                errors.extend(e.iter().cloned());
-            }
-            if let Err(e) = s {
-                errors.extend(e.iter().cloned());
-            }
-            json!({"healthy": false, "errors": errors})
-        }
-    };
-    let redis = match &st.upstash {
-        None => {
-            healthy = false;
-            json!({"healthy": false, "error": "UPSTASH_REDIS_REST_URL / UPSTASH_REDIS_REST_TOKEN not set"})
-        }
+    let mut config_errors: Vec<String> = Vec::new();
+    if let Err(e) = &st.pool {
+        config_errors.extend(e.iter().cloned());
+    }
+    if let Err(e) = &st.settings {
+        config_errors.extend(e.iter().cloned());
+    }
+    let pool = st.pool.as_ref().ok();
+    let layout = pool.map(|p| Layout::new(p, &[]));
+    let (redis, counts) = match &st.upstash {
+        None => (Err("UPSTASH_REDIS_REST_URL / UPSTASH_REDIS_REST_TOKEN not set".to_string()), None),
         Some((url, token)) => {
             let store = Upstash::new(FetchTransport { url: url.clone(), token: token.clone(), timeout_ms: 2_000 });
+            let cmds = match (pool, &layout) {
+                (Some(p), Some(l)) => observe::health_pipeline(p, l),
+                _ => vec![vec!["PING".to_string()]],
+            };
             let t0 = Date::now().as_millis();
-            match store.command(&["PING".to_string()]).await {
-                Ok(v) if v == "PONG" => {
-                    json!({"healthy": true, "latency_ms": Date::now().as_millis() - t0})
+            match store.pipeline(&cmds).await {
+                Ok(answers) => {
+                    let latency = Date::now().as_millis().saturating_sub(t0);
+                    match observe::ping_ok(&answers) {
+                        Ok(()) => {
+                            let counts = match (pool, &layout) {
+                                (Some(p), Some(l)) => observe::pool_counts(p, l, &answers, &st.fingerprint),
+                                _ => None,
+                            };
+                            (Ok(latency), counts)
+                        }
+                        Err(e) => (Err(e), None),
+                    }
                 }
-                Ok(v) => {
-                    healthy = false;
-                    json!({"healthy": false, "error": format!("unexpected PING answer {v}")})
-                }
-                Err(e) => {
-                    healthy = false;
-                    json!({"healthy": false, "error": e.to_string()})
-                }
+                Err(e) => (Err(e.to_string()), None),
             }
         }
     };
-    let enabled = st.settings.as_ref().map(|s| s.enabled).unwrap_or(false);
-    if !enabled {
-        healthy = false;
-    }
-    let keys = match &st.pool {
-        Ok(p) => {
-            json!({"total": p.keys.len(), "active": p.keys.iter().filter(|k| k.active).count(),
-                         "models": p.models()})
-        }
-        Err(_) => json!(null),
+    let input = HealthInput {
+        config_errors,
+        redis,
+        pool,
+        counts,
+        enabled: st.settings.as_ref().map(|s| s.enabled).unwrap_or(false),
+        conversation_ttl_seconds: st.settings.as_ref().ok().map(|s| s.conversation_ttl_seconds),
     };
-    if !details {
-        // Without a token only the verdict is shown.
-        return (json!({"status": if healthy { "healthy" } else { "unhealthy" }}), if healthy { 200 } else { 503 });
-    }
-    let body = json!({
-        "status": if healthy { "healthy" } else { "unhealthy" },
-        "router_enabled": enabled,
-        "components": {"config": config, "redis": redis, "keys": keys},
-    });
-    (body, if healthy { 200 } else { 503 })
+    observe::health(&input, details)
 }
