@@ -158,7 +158,9 @@ impl Clients {
 pub fn extract_token<'a>(authorization: Option<&'a str>, goog_api_key: Option<&'a str>) -> Option<&'a str> {
     if let Some(a) = authorization {
         let a = a.trim();
-        if a.len() > 7 && a[..7].eq_ignore_ascii_case("bearer ") {
+        // Compared as bytes: a header value may hold non-ASCII (obs-text), and slicing the str
+        // at byte 7 inside a multi-byte character would panic.
+        if a.len() > 7 && a.as_bytes()[..7].eq_ignore_ascii_case(b"bearer ") {
             let t = a[7..].trim();
             if !t.is_empty() {
                 return Some(t);
@@ -211,5 +213,8 @@ mod tests {
         assert_eq!(extract_token(None, Some("k")), Some("k"));
         assert_eq!(extract_token(Some("Bearer "), None), None);
         assert_eq!(extract_token(None, None), None);
+        // Found by fuzzing: a multi-byte character across byte 7 used to panic.
+        assert_eq!(extract_token(Some("abcdef\u{e9}tok"), None), None);
+        assert_eq!(extract_token(Some("Bearer\u{e9}x"), Some("k")), Some("k"));
     }
 }

@@ -478,8 +478,14 @@ async fn handle(
         Ok(crate::router::Outcome::Stream(pending)) => {
             let mode = stream_mode.expect("only stream mode streams");
             let (url, token) = st.upstash.clone().unwrap_or_default();
-            let resp = crate::edge_stream::relay(pending, mode, FetchTransport { url, token, timeout_ms: 5_000 }, settings, ctx)
-                .map_err(|e| RouterError::Internal { message: format!("stream setup failed: {e}") })?;
+            let resp = crate::edge_stream::relay(
+                pending,
+                mode,
+                FetchTransport { url, token, timeout_ms: 5_000 },
+                settings,
+                ctx,
+            )
+            .map_err(|e| RouterError::Internal { message: format!("stream setup failed: {e}") })?;
             return Ok((resp, 200));
         }
         Ok(crate::router::Outcome::Done(s)) => Ok(s),

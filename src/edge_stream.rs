@@ -194,7 +194,9 @@ pub(crate) async fn count_tokens(
         })
         .collect();
     if keys.is_empty() {
-        return Err(RouterError::ConfigInvalid { errors: vec![format!("no key of model '{model}' has its secret set")] });
+        return Err(RouterError::ConfigInvalid {
+            errors: vec![format!("no key of model '{model}' has its secret set")],
+        });
     }
     let (_, secret) = keys.swap_remove((WorkerRuntime.random_u64() % keys.len() as u64) as usize);
     let req = crate::edge::gemini_request(&settings.gemini_base_url, model, "countTokens", &secret, body.to_string())

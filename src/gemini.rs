@@ -125,6 +125,9 @@ pub struct GenerateRequest {
     /// Top-level Gemini fields passed through as given on the Gemini-native surface
     /// (generationConfig, safetySettings, systemInstruction, tools, ...).
     pub passthrough: Map<String, Value>,
+    /// The caller named no model on a conversation send: use the conversation's stored model
+    /// (read inside the reservation); `model` is then only the fallback.
+    pub model_from_conversation: bool,
 }
 
 /// Top-level fields of a Gemini `generateContent` body that the native surface passes through.
@@ -218,7 +221,11 @@ impl GenerateRequest {
         let model = match obj.get("model") {
             Some(Value::String(m)) if !m.is_empty() => m.clone(),
             Some(Value::Null) | None => {
-                default_model.map(str::to_string).ok_or_else(|| field_err("missing_field", "model: is required"))?
+                // An empty default (found by fuzzing) is no default.
+                default_model
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string)
+                    .ok_or_else(|| field_err("missing_field", "model: is required"))?
             }
             Some(_) => return Err(field_err("invalid_field", "model: must be a non-empty string")),
         };
@@ -269,13 +276,20 @@ impl GenerateRequest {
             allow_fallback,
             generation: Map::new(),
             passthrough: Map::new(),
+            model_from_conversation: false,
         })
     }
 
     /// A Gemini-native `generateContent` body for `model` (from the URL path).
-    pub fn from_gemini(body: &Value, model: &str, conversation_id: Option<String>) -> Result<GenerateRequest, RouterError> {
+    pub fn from_gemini(
+        body: &Value,
+        model: &str,
+        conversation_id: Option<String>,
+    ) -> Result<GenerateRequest, RouterError> {
         let obj = body.as_object().ok_or_else(|| field_err("invalid_body", "request body must be a JSON object"))?;
-        if let Some(k) = obj.keys().find(|k| k.as_str() != "contents" && k.as_str() != "model" && !PASSTHROUGH.contains(&k.as_str())) {
+        if let Some(k) =
+            obj.keys().find(|k| k.as_str() != "contents" && k.as_str() != "model" && !PASSTHROUGH.contains(&k.as_str()))
+        {
             return Err(field_err("unknown_field", format!("unknown field '{k}'")));
         }
         let contents = match obj.get("contents") {
@@ -317,6 +331,7 @@ impl GenerateRequest {
             allow_fallback: false,
             generation: Map::new(),
             passthrough,
+            model_from_conversation: false,
         })
     }
 
@@ -400,6 +415,8 @@ mod tests {
             // Found by fuzzing: a non-string role used to pass through to Gemini.
             (json!({"contents": [{"role": false, "parts": [{"text": "x"}]}], "model": "m"}), "invalid_field"),
         ];
+        // Found by fuzzing: an empty default model was accepted as the model.
+        assert_eq!(GenerateRequest::parse(&json!({"prompt": "x"}), Some("")).unwrap_err().code(), "missing_field");
         for (body, code) in cases {
             let e = GenerateRequest::parse(&body, None).unwrap_err();
             assert_eq!(e.code(), code, "{body}");

@@ -13,10 +13,10 @@ pub mod ids;
 pub mod log;
 pub mod observe;
 pub mod openai;
-pub mod sse;
 pub mod policy;
 pub mod quota;
 pub mod router;
+pub mod sse;
 pub mod store;
 pub mod upstash;
 

@@ -50,13 +50,20 @@ fn message_text(m: &Map<String, Value>, i: usize) -> Result<String, RouterError>
                             format!("messages[{i}].content[{j}].type '{ty}' is not supported (text only)"),
                         ))
                     }
-                    _ => return Err(bad("invalid_field", format!("messages[{i}].content[{j}]: must be {{type: text, text}}"))),
+                    _ => {
+                        return Err(bad(
+                            "invalid_field",
+                            format!("messages[{i}].content[{j}]: must be {{type: text, text}}"),
+                        ))
+                    }
                 }
             }
             Ok(out)
         }
         Some(Value::Null) | None => Err(bad("missing_field", format!("messages[{i}].content: is required"))),
-        Some(_) => Err(bad("invalid_field", format!("messages[{i}].content: must be a string or an array of text parts"))),
+        Some(_) => {
+            Err(bad("invalid_field", format!("messages[{i}].content: must be a string or an array of text parts")))
+        }
     }
 }
 
@@ -83,7 +90,9 @@ impl ChatRequest {
             "presence_penalty",
             "frequency_penalty",
         ];
-        if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str()) && !IGNORED.contains(&k.as_str()) && k.as_str() != "seed") {
+        if let Some(k) =
+            obj.keys().find(|k| !KNOWN.contains(&k.as_str()) && !IGNORED.contains(&k.as_str()) && k.as_str() != "seed")
+        {
             return Err(bad("unknown_field", format!("unknown field '{k}'")));
         }
         match obj.get("n") {
@@ -153,11 +162,8 @@ impl ChatRequest {
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(bad("invalid_field", "stream: must be a boolean")),
         };
-        let include_usage = obj
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let include_usage =
+            obj.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
         let mut generation = Map::new();
         if let Some(p) = top_p {
             generation.insert("topP".into(), json!(p));

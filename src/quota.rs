@@ -13,6 +13,8 @@ use crate::config::Estimator;
 use serde_json::Value;
 
 pub const MINUTE_MS: u64 = 60_000;
+/// The longest cooldown a single 429 can impose (per-day quotas use the Pacific midnight).
+pub const MAX_COOLDOWN_MS: u64 = 86_400_000;
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
 
@@ -55,6 +57,22 @@ pub fn request_texts(req: &Value) -> Vec<&str> {
         }
     }
     out
+}
+
+/// Bytes of the parts that are not text (inline data, file references, function calls), as
+/// serialized JSON. Counted in the reservation so the byte estimate stays an upper bound:
+/// Gemini bills an image at a fixed few hundred tokens, far below its base64 length.
+pub fn non_text_bytes(req: &Value) -> u64 {
+    let mut n = 0u64;
+    let contents = req.get("contents").and_then(Value::as_array).into_iter().flatten();
+    for c in contents.chain(req.get("systemInstruction")) {
+        for p in c.get("parts").and_then(Value::as_array).into_iter().flatten() {
+            if p.get("text").is_none() {
+                n += p.to_string().len() as u64;
+            }
+        }
+    }
+    n
 }
 
 // --- US-Pacific calendar (mirrors src/lua/pacific.lua) ---------------------------------------
@@ -221,7 +239,8 @@ pub fn classify_429(body: &str) -> Cooldown {
     }
     let reason = quota_ids.first().map(|id| format!("429 {id}")).unwrap_or_else(|| "429 RESOURCE_EXHAUSTED".into());
     match retry_ms {
-        Some(ms) => Cooldown::Delay { ms: ms.max(1000), reason },
+        // Capped at a day: a hostile or broken retryDelay must never cool a key for good.
+        Some(ms) => Cooldown::Delay { ms: ms.clamp(1000, MAX_COOLDOWN_MS), reason },
         None if quota_ids.iter().any(|id| id.contains("PerMinute")) => Cooldown::Delay { ms: MINUTE_MS, reason },
         None => Cooldown::Unknown,
     }
@@ -270,6 +289,12 @@ mod tests {
     }
 
     #[test]
+    fn non_text_parts_are_counted_by_their_bytes() {
+        let req = serde_json::json!({"contents": [{"parts": [{"text": "a"}, {"inlineData": {"mimeType": "image/png", "data": "AAAA"}}]}]});
+        assert_eq!(non_text_bytes(&req), r#"{"inlineData":{"data":"AAAA","mimeType":"image/png"}}"#.len() as u64);
+    }
+
+    #[test]
     fn request_texts_include_system_and_history() {
         let req = serde_json::json!({
             "systemInstruction": {"parts": [{"text": "be brief"}]},
@@ -295,6 +320,8 @@ mod tests {
         assert_eq!(classify_429(msg), Cooldown::Delay { ms: 1680, reason: "429 RESOURCE_EXHAUSTED".into() });
         assert_eq!(classify_429(r#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED"}}"#), Cooldown::Unknown);
         assert_eq!(classify_429("not json"), Cooldown::Unknown);
+        let huge = r#"{"error":{"code":429,"details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"1e300s"}]}}"#;
+        assert!(matches!(classify_429(huge), Cooldown::Delay { ms: MAX_COOLDOWN_MS, .. }));
     }
 
     /// Deterministic xorshift for the property test (no extra dependency).

@@ -15,11 +15,11 @@ use crate::error::{LimitKind, RouterError};
 use crate::gemini::{classify, parse_reply, GenerateRequest, Reply, UpstreamOutcome, Usage};
 use crate::policy::backoff_ms;
 use crate::quota::{estimate_tokens, request_texts, Cooldown};
+use crate::sse::{SseParser, StreamTally};
 use crate::store::{
     parse_reserve, parse_settle, reserve_call, settle_call, Bucket, ConvLock, ConvSettle, CooldownSpec, Reservation,
     SettleSpec, RESERVE, SETTLE,
 };
-use crate::sse::{SseParser, StreamTally};
 use crate::upstash::{HttpReply, Transport, Upstash};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -102,7 +102,9 @@ impl StreamFinish {
             let mut turns = Vec::new();
             if complete {
                 for content in &self.new_contents {
-                    turns.push(json!({"role": content["role"], "parts": content["parts"], "at": self.started_at}).to_string());
+                    turns.push(
+                        json!({"role": content["role"], "parts": content["parts"], "at": self.started_at}).to_string(),
+                    );
                 }
                 turns.push(
                     json!({"role": "model", "parts": [{"text": tally.text}], "at": now_ms, "usage": usage}).to_string(),
@@ -311,7 +313,12 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
     }
 
     /// The request path for both unary and streamed calls.
-    pub async fn run(&self, req: &GenerateRequest, caller: &Caller, stream: bool) -> Result<Outcome<U::Stream>, Failure> {
+    pub async fn run(
+        &self,
+        req: &GenerateRequest,
+        caller: &Caller,
+        stream: bool,
+    ) -> Result<Outcome<U::Stream>, Failure> {
         let started = self.rt.now_ms();
         let deadline = started + self.settings.request_deadline_ms;
         let fail = |error: RouterError, attempts: Vec<Attempt>| Failure { error, attempts };
@@ -365,7 +372,7 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
             let est = estimate_tokens(
                 request_texts(&upstream_body).into_iter().chain(req.system.as_deref()),
                 self.settings.estimator,
-            );
+            ) + crate::quota::non_text_bytes(&upstream_body);
             let rid = format!("{request_id}:{}", attempts.len());
             let spec = crate::store::ReserveSpec {
                 rid: rid.clone(),

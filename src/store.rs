@@ -133,7 +133,12 @@ pub enum Reservation {
         system: Option<String>,
     },
     NoCandidates,
-    Refused { limit: LimitKind, retry_at: Option<u64>, now: u64, bucket: Option<(u64, u64)> },
+    Refused {
+        limit: LimitKind,
+        retry_at: Option<u64>,
+        now: u64,
+        bucket: Option<(u64, u64)>,
+    },
     PromptTooLarge,
     ConversationNotFound,
     ConversationBusy,
@@ -299,7 +304,13 @@ mod tests {
             window_ms: 60000,
             cfg: "c".into(),
             buckets: vec![Bucket { key: keys::client_bucket("x"), name: "client", rate_per_min: 1, burst: 1 }],
-            conv: Some(ConvLock { id: "abc".into(), owner: "x".into(), lock_id: "r".into(), lock_ms: 1, pick_model: false }),
+            conv: Some(ConvLock {
+                id: "abc".into(),
+                owner: "x".into(),
+                lock_id: "r".into(),
+                lock_ms: 1,
+                pick_model: false,
+            }),
             candidates: vec![&k, &k],
             model: Some("m".into()),
         };

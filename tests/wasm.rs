@@ -21,7 +21,8 @@ async fn upstash_request_has_bearer_token_json_body_and_path() {
 
 #[wasm_bindgen_test]
 async fn gemini_request_puts_key_in_header_not_url() {
-    let req = gemini_request("http://127.0.0.1:2", "gemini-2.5-flash", "generateContent", "AIzaSySECRET", "{}".into()).unwrap();
+    let req = gemini_request("http://127.0.0.1:2", "gemini-2.5-flash", "generateContent", "AIzaSySECRET", "{}".into())
+        .unwrap();
     let url = req.url().unwrap();
     assert_eq!(url.path(), "/v1beta/models/gemini-2.5-flash:generateContent");
     assert!(url.query().is_none());

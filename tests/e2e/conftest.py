@@ -54,6 +54,55 @@ def mock_config(keys: dict, latency_ms: int = 0) -> dict:
     return {"latency_ms": latency_ms, "keys": mkeys, "projects": projects, "enforce_quotas": True}
 
 
+# --- Secret scan support (tests/e2e/test_zz_secret_scan.py) -------------------------------------
+# Every response any requests.Session receives during the session; the scan keeps those from
+# workers. Streamed bodies that were never read into `.content` are scanned by headers only.
+RESPONSES: list = []
+_send = requests.Session.send
+
+
+def _recording_send(self, request, **kw):
+    r = _send(self, request, **kw)
+    RESPONSES.append(r)
+    return r
+
+
+requests.Session.send = _recording_send
+
+# One Lua call that dumps every key with its type and value (strings, hashes, lists, sets,
+# zsets with scores, streams).
+REDIS_DUMP_LUA = """
+local out = {}
+for _, k in ipairs(redis.call('KEYS', '*')) do
+  local t = redis.call('TYPE', k).ok
+  local v = {}
+  if t == 'string' then v = {redis.call('GET', k)}
+  elseif t == 'hash' then v = redis.call('HGETALL', k)
+  elseif t == 'list' then v = redis.call('LRANGE', k, 0, -1)
+  elseif t == 'set' then v = redis.call('SMEMBERS', k)
+  elseif t == 'zset' then v = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+  elseif t == 'stream' then v = {cjson.encode(redis.call('XRANGE', k, '-', '+'))}
+  end
+  out[#out + 1] = {k, t, v}
+end
+return out
+"""
+
+
+def secrets_of(keys_files) -> dict:
+    """Every configured secret, by a label that does not reveal it."""
+    out = {f"client token of {v[0]}": t for t, v in CLIENT_TOKENS.items()}
+    out["UPSTASH_REDIS_REST_TOKEN"] = TOKEN
+    for keys in keys_files:
+        for k in keys["keys"]:
+            out[f"API key of {k['key_id']}"] = fake_key(k["key_id"])
+    return out
+
+
+def find_secrets(text: str, secrets: dict) -> list[str]:
+    return [label for label, s in secrets.items() if s in text]
+
+
 class Worker:
     def __init__(self, svc, env: "Env", keys: dict):
         self.svc = svc
@@ -93,6 +142,7 @@ class Env:
         self.rest = stack.start_upstash_local(self.redis.port, TOKEN)
         self.mock = stack.start_mock_gemini(mock_config(SEED_KEYS))
         self.workers: list[Worker] = []
+        self.redis_leaks: list[str] = []  # secrets found in Redis just before a FLUSHALL
         self.rest_http = requests.Session()
         self.rest_http.headers["Authorization"] = f"Bearer {TOKEN}"
 
@@ -123,7 +173,20 @@ class Env:
             raise RuntimeError(body["error"])
         return body["result"]
 
+    def redis_dump(self) -> list:
+        """[[key, type, [values...]], ...] for every key in Redis."""
+        return self.redis_cmd("EVAL", REDIS_DUMP_LUA, 0)
+
+    def secrets(self) -> dict:
+        return secrets_of([SEED_KEYS] + [w.keys for w in self.workers])
+
     def flush(self):
+        # What a test left in Redis is scanned for secrets before it is wiped.
+        try:
+            dump = json.dumps(self.redis_dump())
+            self.redis_leaks += [f"{label} (before a flush)" for label in find_secrets(dump, self.secrets())]
+        except Exception:  # noqa: BLE001 - Redis may be down on purpose (outage tests)
+            pass
         self.redis_cmd("FLUSHALL")
 
     def mock_reset(self, keys: dict | None = None, latency_ms: int = 0):
@@ -164,8 +227,9 @@ def env():
 @pytest.fixture(scope="session")
 def worker(env):
     """The default worker: seed keys.json, mock upstream, default limits raised so the shared
-    client bucket does not interfere with unrelated tests."""
-    return env.start_worker(vars={"USER_RPM_DEFAULT": "100000", "USER_BURST_DEFAULT": "100000"})
+    client bucket does not interfere with unrelated tests. Logs at DEBUG, so the secret scan
+    (test_zz_secret_scan.py) sees every log line the worker can write."""
+    return env.start_worker(vars={"USER_RPM_DEFAULT": "100000", "USER_BURST_DEFAULT": "100000", "LOG_LEVEL": "DEBUG"})
 
 
 @pytest.fixture()
