@@ -1,13 +1,14 @@
 """Router vs LiteLLM benchmark driver (issue 8). Run it through `bash bench/run.sh`.
 
 One run starts redis-server, the local Upstash-REST server, the mock Gemini (fixed latency),
-the worker in `wrangler dev` and the LiteLLM proxy, all on loopback, and measures with
-`tools/loadgen` (exact percentiles):
+the worker twice from the same `build/` -- in `wrangler dev` and in plain `workerd serve`
+(generated capnp config, no wrangler proxy), both from a private snapshot of `build/`
+(bench/hosts.py) -- and the LiteLLM proxy, all on loopback, and measures with `tools/loadgen` (exact percentiles):
 
 - latency at concurrency 1/50/200 for the mock directly, the router and LiteLLM; "added" is
   minus the direct-mock figure of the same run;
 - throughput at concurrency 50 (mock at the fixed latency, and with an instant mock);
-- the wrangler-dev floor (`GET /nonexistent`, a 404 without I/O) and LiteLLM's
+- the floor of each worker host (`GET /nonexistent`, a 404 without I/O) and LiteLLM's
   (`GET /health/liveliness`);
 - conversation and streaming endpoints when the router answers them (not 404/405);
 - Redis commands and round trips per request (`/_local/stats` for the router; redis-server
@@ -43,7 +44,8 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 import stack  # noqa: E402
-from conftest import Env, fake_key, mock_config  # noqa: E402
+from conftest import TOKEN as REST_TOKEN, Env, Worker, fake_key, mock_config  # noqa: E402
+from hosts import snapshot_build, start_workerd, start_wrangler_dev  # noqa: E402
 
 LOADGEN = ROOT / "target" / "release" / "loadgen"
 RESULTS = BENCH / "results"
@@ -174,8 +176,8 @@ def loadgen(url, n, c, body=None, headers=(), warmup=0, rate=None, max_seconds=1
 def brief(r: dict | None) -> dict | None:
     if r is None:
         return None
-    return {k: r[k] for k in ("sent", "ok", "status", "transport_errors", "elapsed_s", "throughput_rps",
-                              "latency_ms", "first_chunk_ms", "concurrency")}
+    return {k: r.get(k) for k in ("sent", "ok", "status", "errors", "transport_errors", "elapsed_s", "throughput_rps",
+                                  "latency_ms", "first_chunk_ms", "concurrency")}
 
 
 def log(msg: str):
@@ -195,6 +197,10 @@ def main():
     ap.add_argument("--no-litellm", action="store_true")
     ap.add_argument("--overload-seconds", type=int, default=58)
     ap.add_argument("--tight-rpm", type=int, default=20)
+    ap.add_argument("--log-level", default="WARN",
+                    help="the router's LOG_LEVEL (INFO logs one line per request; production logs go to "
+                         "Cloudflare's pipeline, so WARN is the fair setting for a local benchmark)")
+    ap.add_argument("--no-workerd-serve", action="store_true")
     opts = ap.parse_args()
     q = opts.quick
     counts = {1: 60 if q else 300, 50: 300 if q else 1500, 200: 400 if q else 2000}
@@ -208,30 +214,55 @@ def main():
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "mock_latency_ms": opts.latency_ms,
+        "router_log_level": opts.log_level,
+        "worker_build": {"state": os.environ.get("BENCH_WORKER_BUILD", "unknown"),
+                         "build_mtime": dt.datetime.fromtimestamp((ROOT / "build" / "index_bg.wasm").stat().st_mtime,
+                                                                  dt.timezone.utc).isoformat(timespec="seconds"),
+                         "opt_level": str(__import__("tomllib").loads((ROOT / "Cargo.toml").read_text())["profile"]["release"].get("opt-level")),
+                         "git_head": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                                    capture_output=True, text=True).stdout.strip()},
         "counts": counts,
         "litellm": {"available": False},
     }
     env = None
+    wd_svc = None
     litellm_proc = None
     litellm_log = None
     tmpdir = tempfile.mkdtemp(prefix="bench-")
+    snap = snapshot_build()  # others may rebuild build/ during the run; measure one fixed copy
+    res["worker_build"]["snapshot"] = str(snap.relative_to(ROOT))
     try:
         # wasm size
-        wasm = (ROOT / "build" / "index_bg.wasm").read_bytes()
+        wasm = (snap / "build" / "index_bg.wasm").read_bytes()
         res["wasm"] = {"raw_bytes": len(wasm), "gzip_bytes": len(gzip.compress(wasm, 9))}
 
         log("starting redis, upstash-local, mock-gemini")
         env = Env()
         env.mock_reset(keys, latency_ms=opts.latency_ms)
         mock_url = env.mock.url
-        log("starting the worker (wrangler dev)")
-        worker = env.start_worker(keys, vars={
+        log(f"starting the worker (wrangler dev), LOG_LEVEL={opts.log_level}")
+        bench_vars = {
             "CLIENTS_JSON": clients_json(token),
             "USER_RPM_DEFAULT": "1000000", "USER_BURST_DEFAULT": "1000000",
             "GLOBAL_RPM_MAX": "100000000", "GLOBAL_BURST_MAX": "100000000",
-            "LOG_LEVEL": "ERROR",
-        })
+            "LOG_LEVEL": opts.log_level,
+        }
+        # The bindings conftest.Env.start_worker gives a worker, plus the bench's own.
+        all_vars = {"UPSTASH_REDIS_REST_URL": env.rest.url, "UPSTASH_REDIS_REST_TOKEN": REST_TOKEN,
+                    "GEMINI_BASE_URL": mock_url, "KEYS_JSON": json.dumps(keys, separators=(",", ":")),
+                    "BACKOFF_BASE_MS": "10", "BACKOFF_CAP_MS": "50"}
+        for k in keys["keys"]:
+            all_vars["API_KEY_" + k["key_id"].upper().replace("-", "_")] = fake_key(k["key_id"])
+        all_vars.update(bench_vars)
+        worker = Worker(start_wrangler_dev(snap, all_vars), env, keys)
+        env.workers.append(worker)  # stopped by env.close()
         wurl = worker.url
+        wdurl = None
+        if not opts.no_workerd_serve:
+            log("starting the worker (plain workerd serve)")
+            wd_svc = start_workerd(all_vars, build_dir=snap / "build")
+            wdurl = wd_svc.url
+            res["workerd_serve"] = {"config": str(wd_svc.config.relative_to(ROOT))}
 
         if not opts.no_litellm:
             lport = stack.free_port()
@@ -270,6 +301,10 @@ def main():
         r = worker.http.post(wurl + "/v1/generate", json=gen_body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         if r.status_code != 200:
             raise RuntimeError(f"router sanity request failed: {r.status_code} {r.text[:500]}")
+        if wdurl:
+            r = requests.post(wdurl + "/v1/generate", json=gen_body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            if r.status_code != 200:
+                raise RuntimeError(f"workerd-serve sanity request failed: {r.status_code} {r.text[:500]}")
         if have_llm:
             r = requests.post(lurl + "/v1/chat/completions", json=chat_body, headers={"Authorization": f"Bearer {token}"}, timeout=60)
             if r.status_code != 200:
@@ -279,6 +314,8 @@ def main():
             "mock": (mock_gen, gem_body, mock_hdr),
             "router": (wurl + "/v1/generate", gen_body, [auth]),
         }
+        if wdurl:
+            targets["router_wd"] = (wdurl + "/v1/generate", gen_body, [auth])
         if have_llm:
             targets["litellm"] = (lurl + "/v1/chat/completions", chat_body, [auth])
 
@@ -297,6 +334,9 @@ def main():
             log(f"floor c={c}")
             res["floor"].setdefault(str(c), {})["router"] = brief(
                 loadgen(wurl + "/nonexistent", n, c, headers=[auth], warmup=20))
+            if wdurl:
+                res["floor"][str(c)]["router_wd"] = brief(
+                    loadgen(wdurl + "/nonexistent", n, c, headers=[auth], warmup=20))
             if have_llm:
                 res["floor"][str(c)]["litellm"] = brief(
                     loadgen(lurl + "/health/liveliness", n, c, headers=[auth], warmup=20))
@@ -368,6 +408,15 @@ def main():
                         "round_trips_per_request": round(st["http_requests"] / max(cr["ok"], 1), 3),
                         "commands_per_request": round(st["commands"] / max(cr["ok"], 1), 3),
                         "by_path": st.get("by_path"), "first_id": cid}
+                if wdurl:
+                    wids = []
+                    for _ in range(c):
+                        rr2 = requests.post(wdurl + "/v1/conversations", json={"model": FAST_MODEL}, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+                        wids.append(rr2.json()["id"])
+                    wuf = Path(tmpdir) / f"conv-wd-{c}.txt"
+                    wuf.write_text("".join(f"{wdurl}/v1/conversations/{i}/messages\n" for i in wids))
+                    log(f"conversation messages (workerd serve) c={c} n={n}")
+                    conv.setdefault("workerd_serve", {})[str(c)] = brief(loadgen(None, n, c, msg_body, [auth], urls_file=str(wuf)))
             conv["available"] = True
         else:
             conv["available"] = False
@@ -384,6 +433,8 @@ def main():
             stream[name + "_probe_status"] = r.status_code
             if available(r.status_code):
                 stream_targets[name] = (wurl + path, body, [auth])
+                if wdurl:
+                    stream_targets[name + "_wd"] = (wdurl + path, body, [auth])
         if have_llm:
             for name, path, body in (("litellm_sse", f"/v1beta/models/{FAST_MODEL}:streamGenerateContent?alt=sse", sse_body),
                                      ("litellm_openai_stream", "/v1/chat/completions", chat_stream)):
@@ -440,6 +491,8 @@ def main():
             }
     finally:
         log("stopping everything")
+        if wd_svc is not None:
+            wd_svc.stop()
         if litellm_proc is not None:
             litellm_proc.stop()
         if env is not None:
@@ -466,97 +519,106 @@ def render(res: dict) -> str:
     L = []
     llm = res["litellm"].get("available")
     L.append(f"Run {res['date']} · {res['machine']['cpus']} CPUs · {res['machine']['platform']} · "
-             f"mock latency {res['mock_latency_ms']} ms · LiteLLM {res['litellm'].get('version', 'n/a')}"
-             + ("" if llm else f" (not available: {res['litellm'].get('reason', '')[:200]})"))
+             f"mock latency {res['mock_latency_ms']} ms · router LOG_LEVEL {res.get('router_log_level', 'ERROR')} · "
+             f"LiteLLM {res['litellm'].get('version', 'n/a')}"
+             + ("" if llm else f" (not available: {res['litellm'].get('reason', '')[:200]})")
+             + (f" · worker build {res['worker_build']['state']} ({res['worker_build']['build_mtime']}, opt-level {res['worker_build'].get('opt_level', '?')}, HEAD {res['worker_build']['git_head']})"
+                if res.get("worker_build") else ""))
     L.append("")
-    L.append("| figure | mock direct | router | LiteLLM | router / LiteLLM |")
-    L.append("|---|---:|---:|---:|---:|")
+    L.append("| figure | mock direct | router (wrangler dev) | router (workerd serve) | LiteLLM "
+             "| wrangler dev / LiteLLM | workerd serve / LiteLLM |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|")
+
+    def row(name, m, rw, rs, li, nd=2, rat=True):
+        fm = lambda x: x if isinstance(x, str) else f(x, nd)  # noqa: E731
+        r1 = ratio(rw, li) if rat and not isinstance(rw, str) else "—"
+        r2 = ratio(rs, li) if rat and not isinstance(rs, str) else "—"
+        L.append(f"| {name} | {fm(m)} | {fm(rw)} | {fm(rs)} | {fm(li)} | {r1} | {r2} |")
+
     one = res.get("oneshot", {})
 
     def lat(c, who, p):
         r = one.get(str(c), {}).get(who)
         return r["latency_ms"][p] if r and r.get("latency_ms") else None
 
+    sub = lambda a, b: None if a is None or b is None else a - b  # noqa: E731
     for c in (1, 50, 200):
         for p in ("p50", "p99"):
-            m, ro, li = lat(c, "mock", p), lat(c, "router", p), lat(c, "litellm", p)
-            L.append(f"| latency {p}, c={c} (ms) | {f(m, 2)} | {f(ro, 2)} | {f(li, 2)} | {ratio(ro, li)} |")
-            add_r = None if ro is None or m is None else ro - m
-            add_l = None if li is None or m is None else li - m
-            L.append(f"| **added** {p}, c={c} (ms) | — | {f(add_r, 2)} | {f(add_l, 2)} | {ratio(add_r, add_l)} |")
-    for c in (50,):
-        g = lambda who: (one.get(str(c), {}).get(who) or {}).get("throughput_rps")  # noqa: E731
-        L.append(f"| throughput c=50, mock {res['mock_latency_ms']} ms (req/s) | {f(g('mock'))} | {f(g('router'))} | {f(g('litellm'))} | {ratio(g('router'), g('litellm'))} |")
+            m, rw, rs, li = lat(c, "mock", p), lat(c, "router", p), lat(c, "router_wd", p), lat(c, "litellm", p)
+            row(f"latency {p}, c={c} (ms)", m, rw, rs, li)
+            row(f"**added** {p}, c={c} (ms)", "—", sub(rw, m), sub(rs, m), sub(li, m))
+    g = lambda who: (one.get("50", {}).get(who) or {}).get("throughput_rps")  # noqa: E731
+    row(f"throughput c=50, mock {res['mock_latency_ms']} ms (req/s)", g("mock"), g("router"), g("router_wd"), g("litellm"), 1)
     ins = res.get("instant_c50", {})
     g = lambda who: (ins.get(who) or {}).get("throughput_rps")  # noqa: E731
-    L.append(f"| throughput c=50, instant mock (req/s) | {f(g('mock'))} | {f(g('router'))} | {f(g('litellm'))} | {ratio(g('router'), g('litellm'))} |")
+    row("throughput c=50, instant mock (req/s)", g("mock"), g("router"), g("router_wd"), g("litellm"), 1)
     errs = []
-    for c, d in one.items():
+    for label, d in [(f"one-shot c={c}", d) for c, d in one.items()] + [("instant c=50", ins)]:
         for who, r in d.items():
             bad = {k: v for k, v in r["status"].items() if not k.startswith("2")}
             if bad or r["transport_errors"]:
-                errs.append(f"{who} c={c}: {bad} {r['transport_errors']}")
+                codes = "; ".join(f"{k}: {v['count']} ({v['min_ms']}–{v['max_ms']} ms)" for k, v in (r.get("errors") or {}).items())
+                errs.append(f"{who} {label}: {bad} {r['transport_errors'] or ''} {('[' + codes + ']') if codes else ''}".strip())
     fl = res.get("floor", {})
     for c in ("1", "50"):
         d = fl.get(c, {})
-        ro = (d.get("router") or {}).get("latency_ms", {}) or {}
-        li = (d.get("litellm") or {}).get("latency_ms", {}) or {}
-        L.append(f"| floor p50, c={c}: `GET /nonexistent` (wrangler dev) vs `GET /health/liveliness` (ms) | — | {f(ro.get('p50'), 2)} | {f(li.get('p50'), 2)} | {ratio(ro.get('p50'), li.get('p50'))} |")
+        p50 = lambda who: ((d.get(who) or {}).get("latency_ms") or {}).get("p50")  # noqa: E731
+        row(f"floor p50, c={c}: `GET /nonexistent` (router, 404 without I/O) vs `GET /health/liveliness` (LiteLLM) (ms)",
+            "—", p50("router"), p50("router_wd"), p50("litellm"))
         if c == "50":
-            tr, tl = (d.get("router") or {}).get("throughput_rps"), (d.get("litellm") or {}).get("throughput_rps")
-            L.append(f"| floor throughput c=50 (req/s) | — | {f(tr)} | {f(tl)} | {ratio(tr, tl)} |")
+            t = lambda who: (d.get(who) or {}).get("throughput_rps")  # noqa: E731
+            row("floor throughput c=50 (req/s)", "—", t("router"), t("router_wd"), t("litellm"), 1)
     rd = res.get("redis", {})
     ro = rd.get("router_oneshot", {})
     li = rd.get("litellm_oneshot", {})
-    L.append(f"| Redis round trips / one-shot request | — | {f(ro.get('round_trips_per_request'), 2)} | — (pooled redis-py) | — |")
-    L.append(f"| Redis commands / one-shot request | — | {f(ro.get('commands_per_request'), 2)} | {f(li.get('commands_per_request'), 2)} | {ratio(ro.get('commands_per_request'), li.get('commands_per_request'))} |")
+    L.append(f"| Redis round trips / one-shot request | — | {f(ro.get('round_trips_per_request'), 2)} | same code | — (pooled redis-py) | — | — |")
+    L.append(f"| Redis commands / one-shot request | — | {f(ro.get('commands_per_request'), 2)} | same code | {f(li.get('commands_per_request'), 2)} | {ratio(ro.get('commands_per_request'), li.get('commands_per_request'))} | — |")
     rc = rd.get("router_conversation")
     if rc:
-        L.append(f"| Redis round trips / conversation message | — | {f(rc['round_trips_per_request'], 2)} | — | — |")
-        L.append(f"| Redis commands / conversation message | — | {f(rc['commands_per_request'], 2)} | — | — |")
+        L.append(f"| Redis round trips / conversation message | — | {f(rc['round_trips_per_request'], 2)} | same code | — | — | — |")
+        L.append(f"| Redis commands / conversation message | — | {f(rc['commands_per_request'], 2)} | same code | — | — | — |")
     conv = res.get("conversation", {})
     if conv.get("available"):
+        cw = conv.get("workerd_serve") or {}
+        pp = lambda r: (f"{f(r['latency_ms']['p50'], 2)} / {f(r['latency_ms']['p99'], 2)}" if r and r.get("latency_ms") else "—")  # noqa: E731
         for c in ("1", "50"):
-            r = conv.get(c) or {}
-            lm = r.get("latency_ms") or {}
-            L.append(f"| conversation message p50 / p99, c={c} (ms) | — | {f(lm.get('p50'), 2)} / {f(lm.get('p99'), 2)} | — | — |")
-        L.append(f"| conversation throughput c=50 (req/s) | — | {f((conv.get('50') or {}).get('throughput_rps'))} | — | — |")
+            L.append(f"| conversation message p50 / p99, c={c} (ms) | — | {pp(conv.get(c))} | {pp(cw.get(c))} | — | — | — |")
+        L.append(f"| conversation throughput c=50 (req/s) | — | {f((conv.get('50') or {}).get('throughput_rps'))} | {f((cw.get('50') or {}).get('throughput_rps'))} | — | — | — |")
     else:
-        L.append(f"| conversations | — | not available (HTTP {conv.get('probe_status')}) | — | — |")
+        L.append(f"| conversations | — | not available (HTTP {conv.get('probe_status')}) | — | — | — | — |")
     st = res.get("stream", {})
     tg = st.get("targets", {})
     for kind, rname, lname in (("Gemini SSE", "router_sse", "litellm_sse"), ("OpenAI stream", "router_openai_stream", "litellm_openai_stream")):
+        if not any(rname in tg.get(c, {}) for c in ("1", "50")):
+            L.append(f"| {kind} (router) | — | not available (HTTP {st.get(rname + '_probe_status')}) | — | — | — | — |")
+            continue
         for c in ("1", "50"):
             d = tg.get(c, {})
-            if rname not in d and lname not in d:
-                continue
-            m = (d.get("mock_sse") or {}).get("first_chunk_ms") or {}
-            r = (d.get(rname) or {}).get("first_chunk_ms") or {}
-            lx = (d.get(lname) or {}).get("first_chunk_ms") or {}
-            L.append(f"| {kind} first chunk p50, c={c} (ms) | {f(m.get('p50'), 2)} | {f(r.get('p50'), 2) if r else 'not available (HTTP ' + str(st.get(rname + '_probe_status')) + ')'} | {f(lx.get('p50'), 2)} | {ratio(r.get('p50'), lx.get('p50'))} |")
-            m = (d.get("mock_sse") or {}).get("latency_ms") or {}
-            r = (d.get(rname) or {}).get("latency_ms") or {}
-            lx = (d.get(lname) or {}).get("latency_ms") or {}
-            L.append(f"| {kind} full stream p50 / p99, c={c} (ms) | {f(m.get('p50'), 2)} / {f(m.get('p99'), 2)} | {(f(r.get('p50'), 2) + ' / ' + f(r.get('p99'), 2)) if r else 'n/a'} | {(f(lx.get('p50'), 2) + ' / ' + f(lx.get('p99'), 2)) if lx else 'n/a'} | {ratio(r.get('p50'), lx.get('p50'))} |")
-        if not any(rname in tg.get(c, {}) for c in ("1", "50")):
-            L.append(f"| {kind} (router) | — | not available (HTTP {st.get(rname + '_probe_status')}) | — | — |")
+            fc = lambda who: ((d.get(who) or {}).get("first_chunk_ms") or {}).get("p50")  # noqa: E731
+            row(f"{kind} first chunk p50, c={c} (ms)", fc("mock_sse"), fc(rname), fc(rname + "_wd"), fc(lname))
+            lm = lambda who: (d.get(who) or {}).get("latency_ms") or {}  # noqa: E731
+            pp = lambda who: (f"{f(lm(who).get('p50'), 2)} / {f(lm(who).get('p99'), 2)}" if lm(who) else "—")  # noqa: E731
+            L.append(f"| {kind} full stream p50 / p99, c={c} (ms) | {pp('mock_sse')} | {pp(rname)} | {pp(rname + '_wd')} | {pp(lname)} "
+                     f"| {ratio(lm(rname).get('p50'), lm(lname).get('p50'))} | {ratio(lm(rname + '_wd').get('p50'), lm(lname).get('p50'))} |")
     w = res.get("wasm", {})
-    L.append(f"| wasm raw / gzip -9 (KB) | — | {f(w.get('raw_bytes', 0) / 1000)} / {f(w.get('gzip_bytes', 0) / 1000)} | — | — |")
+    L.append(f"| wasm raw / gzip -9 (KB) | — | {f(w.get('raw_bytes', 0) / 1000)} / {f(w.get('gzip_bytes', 0) / 1000)} | same build | — | — | — |")
     ov = res.get("overload", {})
     if ov:
         ro, li = ov.get("router") or {}, ov.get("litellm") or {}
-        L.append(f"| overload: {ov['requests']} req at {ov['rate_rps']}/s over {ov['seconds']} s (5× of {ov['pool']['keys']}×{ov['pool']['rpm_each']} rpm) — upstream 429s | — | {f(ro.get('upstream_429'))} | {f(li.get('upstream_429'))} | — |")
-        L.append(f"| overload: admitted / capacity {ov['capacity_in_run']} | — | {f(ro.get('admitted'))} ({f(ro.get('admitted_pct_of_capacity'))}%) | {f(li.get('admitted'))} ({f(li.get('admitted_pct_of_capacity'))}%) | {ratio(ro.get('admitted'), li.get('admitted'))} |")
+        L.append(f"| overload: {ov['requests']} req at {ov['rate_rps']}/s over {ov['seconds']} s (5× of {ov['pool']['keys']}×{ov['pool']['rpm_each']} rpm) — upstream 429s | — | {f(ro.get('upstream_429'))} | not run | {f(li.get('upstream_429'))} | — | — |")
+        L.append(f"| overload: admitted / capacity {ov['capacity_in_run']} | — | {f(ro.get('admitted'))} ({f(ro.get('admitted_pct_of_capacity'))}%) | not run | {f(li.get('admitted'))} ({f(li.get('admitted_pct_of_capacity'))}%) | {ratio(ro.get('admitted'), li.get('admitted'))} | — |")
         mx = lambda d: max((d.get("max_requests_in_rolling_minute") or {0: 0}).values())  # noqa: E731
-        L.append(f"| overload: max requests a project saw in a rolling minute (rpm {ov['pool']['rpm_each']}) | — | {mx(ro) if ro else '—'} | {mx(li) if li else '—'} | — |")
-        L.append(f"| overload: upstream calls | — | {f(ro.get('upstream_requests'))} | {f(li.get('upstream_requests'))} | — |")
+        L.append(f"| overload: max requests a project saw in a rolling minute (rpm {ov['pool']['rpm_each']}) | — | {mx(ro) if ro else '—'} | not run | {mx(li) if li else '—'} | — | — |")
+        L.append(f"| overload: upstream calls | — | {f(ro.get('upstream_requests'))} | not run | {f(li.get('upstream_requests'))} | — | — |")
+    L.append("")
     if errs:
-        L.append("")
-        L.append("Non-2xx answers / transport errors in latency runs: " + "; ".join(errs))
+        L.append("Non-2xx answers / transport errors in latency and throughput runs (by status and error code): " + " · ".join(errs))
+    else:
+        L.append("No non-2xx answers or transport errors in the latency and throughput runs.")
     bd = res.get("router_breakdown")
     if bd:
         L.append("")
-        L.append(f"Router breakdown (server-reported p50): worker total {bd['worker_duration_ms_p50']} ms, "
+        L.append(f"Router breakdown (wrangler dev, server-reported p50): worker total {bd['worker_duration_ms_p50']} ms, "
                  f"upstream attempts {bd['upstream_attempts_ms_p50']} ms, one Redis REST round trip (health PING) "
                  f"{bd['health_redis_ping_ms_p50']} ms.")
     return "\n".join(L) + "\n"

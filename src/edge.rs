@@ -290,6 +290,14 @@ async fn read_json(req: &mut Request, settings: &Settings) -> std::result::Resul
     api::parse_json_body(ct.as_deref(), &bytes, settings.max_body_bytes)
 }
 
+/// An attempt as logged: its record plus the key masked as `AIzaSy…last4`, never the key.
+fn attempt_log(env: &Env, a: &crate::router::Attempt) -> Value {
+    let mut v = json!(a);
+    let secret = crate::config::secret_names(&a.key_id).iter().find_map(|n| lookup(env, n)).unwrap_or_default();
+    v["key"] = json!(crate::policy::mask_key(&secret));
+    v
+}
+
 /// `X-Conversation-Id`: continue a stored conversation from the OpenAI or Gemini surface.
 fn conversation_header(req: &Request) -> std::result::Result<Option<String>, RouterError> {
     match req.headers().get("x-conversation-id").ok().flatten() {
@@ -504,14 +512,14 @@ async fn handle(
     match outcome {
         Ok(s) => {
             for a in &s.attempts {
-                log(LogLevel::Debug, &settings.log_level, "attempt", json!(a));
+                log(LogLevel::Debug, &settings.log_level, "attempt", attempt_log(env, a));
             }
             let body = api::generate_response(&s, Date::now().as_millis() - started, gen.conversation_id.as_deref());
             ok_json(200, &body)
         }
         Err(f) => {
             for a in &f.attempts {
-                log(LogLevel::Info, &settings.log_level, "attempt", json!(a));
+                log(LogLevel::Info, &settings.log_level, "attempt", attempt_log(env, a));
             }
             Err(f.error)
         }

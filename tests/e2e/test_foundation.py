@@ -1,6 +1,7 @@
 """Foundation and quota engine, end to end: the real worker in workerd, real Redis behind the
 local Upstash-REST server, and the mock Gemini."""
 
+import json
 import time
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -216,3 +217,22 @@ def test_kill_switch(env, clean):
     assert r.status_code == 503 and r.json()["error"]["code"] == "router_disabled"
     h = w.get("/health")
     assert h.status_code == 503 and h.json()["router_enabled"] is False
+
+
+def test_logs_are_json_and_mask_keys(worker, clean):
+    from .conftest import fake_key
+
+    r = worker.generate("What is 2+2?")
+    key_id = r.json()["key_id"]
+    secret = fake_key(key_id)
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        lines = [json.loads(l) for l in worker.logs().splitlines() if l.startswith("{")]
+        attempts = [l for l in lines if l.get("event") == "attempt" and l.get("key_id") == key_id]
+        if attempts:
+            break
+        time.sleep(0.2)
+    assert attempts, "no attempt log line"
+    assert attempts[-1]["key"] == "AIzaSy…" + secret[-4:]
+    assert all("level" in l and "event" in l for l in lines)
+    assert secret not in worker.logs()

@@ -24,6 +24,10 @@
 //! - `--threads T`: tokio worker threads (default 1: the load generator should take as
 //!   little CPU from the system under test as it can).
 //!
+//! Non-2xx answers are grouped by status and the JSON error `code` of their body
+//! (`error.code`, or `error.status` for Gemini-shaped errors) under `errors`, with the count,
+//! the latency range and one body sample (first 300 bytes) per group.
+//!
 //! Latency = from just before the request is sent to the last body byte. `ttfb` = to the
 //! response headers. `first_chunk` = to the first body chunk (useful for SSE streams).
 
@@ -117,10 +121,19 @@ struct Samples {
     statuses: std::collections::BTreeMap<u16, usize>,
     transport_errors: std::collections::BTreeMap<String, usize>,
     bytes: u64,
+    /// "status code" -> (count, min ms, max ms, one body sample)
+    errors: std::collections::BTreeMap<String, (usize, f64, f64, String)>,
 }
 
 enum Outcome {
-    Done { status: u16, ttfb: Duration, first_chunk: Option<Duration>, total: Duration, bytes: u64 },
+    Done {
+        status: u16,
+        ttfb: Duration,
+        first_chunk: Option<Duration>,
+        total: Duration,
+        bytes: u64,
+        err_body: Option<Vec<u8>>,
+    },
     Failed(String),
 }
 
@@ -144,6 +157,7 @@ async fn one(client: &reqwest::Client, a: &Args, url: &str) -> Outcome {
     let mut first_chunk = None;
     let mut bytes = 0u64;
     let mut resp = resp;
+    let mut err_body = (!(200..300).contains(&status)).then(Vec::new);
     loop {
         match resp.chunk().await {
             Ok(None) => break,
@@ -152,11 +166,28 @@ async fn one(client: &reqwest::Client, a: &Args, url: &str) -> Outcome {
                     first_chunk = Some(t0.elapsed());
                 }
                 bytes += c.len() as u64;
+                if let Some(b) = err_body.as_mut() {
+                    if b.len() < 4096 {
+                        b.extend_from_slice(&c[..c.len().min(4096 - b.len())]);
+                    }
+                }
             }
             Err(e) => return Outcome::Failed(format!("body: {}", classify(&e))),
         }
     }
-    Outcome::Done { status, ttfb, first_chunk, total: t0.elapsed(), bytes }
+    Outcome::Done { status, ttfb, first_chunk, total: t0.elapsed(), bytes, err_body }
+}
+
+/// Group key of a non-2xx answer: its status and the JSON error code of the body, if any.
+fn error_key(status: u16, body: &[u8]) -> String {
+    let code = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+        let e = v.get("error")?;
+        e.get("code").filter(|c| c.is_string()).or_else(|| e.get("status")).map(|c| match c {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    });
+    format!("{status} {}", code.unwrap_or_else(|| "(no JSON error code)".into()))
 }
 
 fn classify(e: &reqwest::Error) -> String {
@@ -209,8 +240,17 @@ async fn run(
                     .unwrap_or_else(|_| Outcome::Failed("timeout".into()));
                 let mut s = samples.lock().unwrap();
                 match out {
-                    Outcome::Done { status, ttfb, first_chunk, total, bytes } => {
+                    Outcome::Done { status, ttfb, first_chunk, total, bytes, err_body } => {
                         *s.statuses.entry(status).or_default() += 1;
+                        if let Some(body) = err_body {
+                            let ms = total.as_secs_f64() * 1000.0;
+                            let e = s.errors.entry(error_key(status, &body)).or_insert_with(|| {
+                                (0, f64::MAX, 0.0, String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned())
+                            });
+                            e.0 += 1;
+                            e.1 = e.1.min(ms);
+                            e.2 = e.2.max(ms);
+                        }
                         s.total_us.push(total.as_micros() as u64);
                         s.ttfb_us.push(ttfb.as_micros() as u64);
                         if let Some(fc) = first_chunk {
@@ -273,11 +313,16 @@ fn main() {
         for (k, v) in &s.statuses {
             by_status.insert(k.to_string(), json!(v));
         }
+        let mut errors = Map::new();
+        for (k, (count, lo, hi, sample)) in &s.errors {
+            let r = |x: f64| (x * 10.0).round() / 10.0;
+            errors.insert(k.clone(), json!({"count": count, "min_ms": r(*lo), "max_ms": r(*hi), "sample": sample}));
+        }
         let secs = elapsed.as_secs_f64();
         json!({
             "url": a.urls[0], "urls": a.urls.len(), "requested": a.n, "concurrency": a.c, "rate": a.rate,
             "sent": done + failed, "responses": done, "ok": ok, "non_2xx": done - ok,
-            "status": by_status, "transport_errors": s.transport_errors,
+            "status": by_status, "errors": errors, "transport_errors": s.transport_errors,
             "elapsed_s": (secs * 1000.0).round() / 1000.0,
             "throughput_rps": ((done as f64 / secs) * 10.0).round() / 10.0,
             "ok_rps": ((ok as f64 / secs) * 10.0).round() / 10.0,
