@@ -24,6 +24,9 @@ use crate::upstash::{HttpReply, Transport, Upstash};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+/// How long a streamed conversation send may hold the conversation's lock.
+const STREAM_LOCK_MS: u64 = 600_000;
+
 /// Failure of the HTTP call to Gemini itself.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UpstreamError {
@@ -250,7 +253,12 @@ enum Step<S> {
 
 impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
     fn secret_for(&self, key: &KeyConfig) -> Option<String> {
-        secret_names(&key.key_id).iter().find_map(|n| (self.secret)(n)).filter(|s| !s.is_empty())
+        // Trimmed: a secret pasted with a trailing newline must not become a bad header value.
+        secret_names(&key.key_id)
+            .iter()
+            .find_map(|n| (self.secret)(n))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
     }
 
     pub fn buckets(&self, caller: &Caller) -> Vec<Bucket> {
@@ -338,7 +346,9 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
             id: id.clone(),
             owner: caller.client_id.clone(),
             lock_id: request_id.clone(),
-            lock_ms: self.settings.request_deadline_ms + 5_000,
+            // A stream holds the lock until its settle, which may be long after the deadline of
+            // the first byte; the settle releases it as soon as the stream ends.
+            lock_ms: if stream { STREAM_LOCK_MS } else { self.settings.request_deadline_ms + 5_000 },
         });
         let mut attempts: Vec<Attempt> = Vec::new();
         let mut excluded: Vec<String> = Vec::new();
