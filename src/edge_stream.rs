@@ -6,7 +6,7 @@
 //! event; a break after the first byte ends with an explicit error event, never silently.
 
 use crate::config::{KeyPool, Settings};
-use crate::edge::{log, send_with_timeout, with_timeout, FetchStream, FetchTransport, WorkerRuntime};
+use crate::edge::{log, post_init, post_text, with_timeout, FetchStream, FetchTransport, PostError, WorkerRuntime};
 use crate::error::RouterError;
 use crate::router::{ChunkSource, PendingStream, Runtime};
 use crate::sse::frame;
@@ -199,9 +199,13 @@ pub(crate) async fn count_tokens(
         });
     }
     let (_, secret) = keys.swap_remove((WorkerRuntime.random_u64() % keys.len() as u64) as usize);
-    let req = crate::edge::gemini_request(&settings.gemini_base_url, model, "countTokens", &secret, body.to_string())
-        .map_err(|e| RouterError::Internal { message: e.to_string() })?;
-    match send_with_timeout(req, settings.upstream_timeout_ms).await {
+    let init = post_init(&[("x-goog-api-key", &secret), ("content-type", "application/json")], &body.to_string())
+        .map_err(|_| RouterError::Internal { message: "could not build the countTokens request".into() })?;
+    let url = crate::edge::gemini_url(&settings.gemini_base_url, model, "countTokens");
+    match post_text(&url, init, settings.upstream_timeout_ms).await.map(Some).map_err(|e| match e {
+        PostError::Timeout => None,
+        PostError::Transport(m) => Some(m),
+    }) {
         Ok(Some(r)) if (200..300).contains(&r.status) => {
             let v: Value = serde_json::from_str(&r.body).map_err(|_| RouterError::UpstreamUnavailable {
                 message: "upstream answered countTokens with an unreadable body".into(),
@@ -214,8 +218,8 @@ pub(crate) async fn count_tokens(
             }
             _ => Err(RouterError::UpstreamUnavailable { message: format!("upstream answered {}", r.status) }),
         },
-        Ok(None) => Err(RouterError::UpstreamTimeout),
-        Err(e) => Err(RouterError::UpstreamUnavailable { message: format!("upstream unreachable: {e}") }),
+        Ok(None) | Err(None) => Err(RouterError::UpstreamTimeout),
+        Err(Some(e)) => Err(RouterError::UpstreamUnavailable { message: format!("upstream unreachable: {e}") }),
     }
 }
 
