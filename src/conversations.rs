@@ -205,16 +205,6 @@ impl<T: Transport> Conversations<'_, T> {
         Ok(meta_view(id, &fields))
     }
 
-    /// The conversation's default model, if it has one (for sends that name no model).
-    pub async fn default_model(&self, id: &str, owner: &str) -> Result<Option<String>, RouterError> {
-        let v = self.store.command(&["HMGET".into(), keys::conv_meta(id), "owner".into(), "model".into()]).await?;
-        let a = v.as_array().cloned().unwrap_or_default();
-        if a.first().and_then(|o| o.as_str()) != Some(owner) {
-            return Err(RouterError::ConversationNotFound);
-        }
-        Ok(a.get(1).and_then(|m| m.as_str()).map(str::to_string))
-    }
-
     /// One page of turns, oldest first; one pipelined round trip.
     pub async fn messages(&self, id: &str, owner: &str, offset: u64, limit: u64) -> Result<Value, RouterError> {
         let cmds = vec![

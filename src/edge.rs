@@ -262,11 +262,16 @@ pub(crate) fn log(level: LogLevel, min: &LogLevel, event: &str, fields: Value) {
     }
 }
 
-pub(crate) fn json_response(status: u16, body: &Value) -> Result<Response> {
+/// A whole, uncached response with the given content type.
+pub(crate) fn body_response(status: u16, body: String, content_type: &str) -> Result<Response> {
     let headers = Headers::new();
-    headers.set("content-type", "application/json")?;
+    headers.set("content-type", content_type)?;
     headers.set("cache-control", "no-store")?;
-    Ok(Response::from_bytes(body.to_string().into_bytes())?.with_status(status).with_headers(headers))
+    Ok(Response::from_bytes(body.into_bytes())?.with_status(status).with_headers(headers))
+}
+
+pub(crate) fn json_response(status: u16, body: &Value) -> Result<Response> {
+    body_response(status, body.to_string(), "application/json")
 }
 
 fn error_response(e: &RouterError, surface: api::Surface) -> Result<Response> {
@@ -523,7 +528,9 @@ async fn handle(
     let outcome = router.run(&gen, &caller, stream_mode.is_some()).await;
     let outcome = match outcome {
         Ok(crate::router::Outcome::Stream(pending)) => {
-            let mode = stream_mode.expect("only stream mode streams");
+            let Some(mode) = stream_mode else {
+                return Err(RouterError::Internal { message: "a unary request produced a stream".into() });
+            };
             let (url, token) = st.upstash.clone().unwrap_or_default();
             let resp = crate::edge_stream::relay(
                 pending,

@@ -30,11 +30,7 @@ fn internal(e: impl std::fmt::Display) -> RouterError {
 }
 
 fn text_response(status: u16, body: String, content_type: &str) -> std::result::Result<(Response, u16), RouterError> {
-    let headers = Headers::new();
-    headers.set("content-type", content_type).map_err(internal)?;
-    headers.set("cache-control", "no-store").map_err(internal)?;
-    let r = Response::from_bytes(body.into_bytes()).map_err(internal)?.with_status(status).with_headers(headers);
-    Ok((r, status))
+    Ok((crate::edge::body_response(status, body, content_type).map_err(internal)?, status))
 }
 
 pub(crate) async fn stats(

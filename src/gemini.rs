@@ -87,6 +87,7 @@ pub fn classify(status: u16, body: &str) -> UpstreamOutcome {
     let gstatus = err["status"].as_str().unwrap_or("");
     let reasons: Vec<&str> =
         err["details"].as_array().into_iter().flatten().filter_map(|d| d["reason"].as_str()).collect();
+    let api_key_reason = reasons.iter().copied().find(|r| r.starts_with("API_KEY_"));
     match status {
         429 => UpstreamOutcome::RateLimited(classify_429(body)),
         500 | 502 | 503 | 504 => UpstreamOutcome::Transient { status },
@@ -94,9 +95,9 @@ pub fn classify(status: u16, body: &str) -> UpstreamOutcome {
         403 => UpstreamOutcome::KeyRejected {
             reason: format!("403 {}", if gstatus.is_empty() { "FORBIDDEN" } else { gstatus }),
         },
-        400 if reasons.iter().any(|r| r.starts_with("API_KEY_")) => UpstreamOutcome::KeyRejected {
-            reason: format!("400 {}", reasons.iter().find(|r| r.starts_with("API_KEY_")).unwrap()),
-        },
+        400 if api_key_reason.is_some() => {
+            UpstreamOutcome::KeyRejected { reason: format!("400 {}", api_key_reason.unwrap_or("")) }
+        }
         _ => {
             let mut message = err["message"].as_str().unwrap_or("upstream rejected the request").to_string();
             // At a character boundary: `truncate(500)` inside a multi-byte character panics.

@@ -379,10 +379,9 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                 candidates = with_secret;
             }
             let upstream_body = req.to_gemini(&[]);
-            let est = estimate_tokens(
-                request_texts(&upstream_body).into_iter().chain(req.system.as_deref()),
-                self.settings.estimator,
-            ) + crate::quota::non_text_bytes(&upstream_body);
+            // `to_gemini` already carries the system instruction, so it is counted once.
+            let est = estimate_tokens(request_texts(&upstream_body), self.settings.estimator)
+                + crate::quota::non_text_bytes(&upstream_body);
             let rid = format!("{request_id}:{}", attempts.len());
             let spec = crate::store::ReserveSpec {
                 rid: rid.clone(),
@@ -436,7 +435,10 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                 Reservation::ConversationNotFound => return Err(fail(RouterError::ConversationNotFound, attempts)),
                 Reservation::ConversationBusy => return Err(fail(RouterError::ConversationBusy, attempts)),
             };
-            let key = self.pool.keys.iter().find(|k| k.key_id == key_id).expect("script returns a candidate");
+            let Some(key) = self.pool.keys.iter().find(|k| k.key_id == key_id) else {
+                let e = crate::upstash::StoreError::Protocol(format!("reserve_v1 chose unknown key '{key_id}'"));
+                return Err(fail(e.into(), attempts));
+            };
             let model = &key.model;
             let (history, omitted) =
                 upstream_history(&history, self.settings.context_budget_tokens, self.settings.estimator);
@@ -578,9 +580,8 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
             }
             if let (Step::Done(reply, usage, _), Some(cs)) = (&step, settle.conv.as_mut()) {
                 cs.tokens = usage.total;
-                let new = req.to_gemini(&[]);
                 cs.est = estimate_tokens(
-                    request_texts(&new).into_iter().chain([reply.text.as_str()]),
+                    request_texts(&upstream_body).into_iter().chain([reply.text.as_str()]),
                     self.settings.estimator,
                 );
             }
@@ -593,7 +594,6 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                     cooldown_until: None,
                     duration_ms: elapsed,
                 });
-                let new = req.to_gemini(&[]);
                 return Ok(Outcome::Stream(PendingStream {
                     source,
                     parser,
@@ -606,7 +606,7 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                         day,
                         conv: conv.clone(),
                         new_contents: req.contents.clone(),
-                        new_texts_est: estimate_tokens(request_texts(&new), self.settings.estimator),
+                        new_texts_est: estimate_tokens(request_texts(&upstream_body), self.settings.estimator),
                         ttl_s: self.settings.conversation_ttl_seconds,
                         estimator: self.settings.estimator,
                         started_at: t0,
