@@ -212,9 +212,9 @@ pub(crate) async fn count_tokens(
             })?;
             crate::edge::ok_json(200, &v)
         }
-        Ok(Some(r)) => match crate::gemini::classify(r.status, &r.body) {
-            crate::gemini::UpstreamOutcome::ClientError { status, message } => {
-                Err(RouterError::UpstreamRejected { status, message })
+        Ok(Some(r)) => match crate::classify::classify(r.status, &r.body) {
+            crate::classify::UpstreamOutcome::RequestRejected { status, grpc_status, message } => {
+                Err(RouterError::UpstreamRejected { status, grpc_status, message })
             }
             _ => Err(RouterError::UpstreamUnavailable { message: format!("upstream answered {}", r.status) }),
         },

@@ -84,6 +84,8 @@ pub enum RouterError {
     /// Gemini refused the request itself (a 4xx that is the caller's doing).
     UpstreamRejected {
         status: u16,
+        /// Gemini's own status (`PERMISSION_DENIED`, `INVALID_ARGUMENT`, ...), shown as-is.
+        grpc_status: String,
         message: String,
     },
     /// Every attempt failed with transient upstream errors.
@@ -228,6 +230,9 @@ impl RouterError {
             if let Some(ms) = retry_after_ms {
                 err["retry_after_ms"] = json!(ms);
             }
+        }
+        if let RouterError::UpstreamRejected { grpc_status, .. } = self {
+            err["upstream_status"] = json!(grpc_status);
         }
         if let RouterError::ConfigInvalid { errors } = self {
             err["errors"] = json!(errors);

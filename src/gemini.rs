@@ -1,8 +1,7 @@
-//! Gemini wire formats: building `generateContent` bodies, reading replies and usage, and
-//! deciding what an upstream status means for the key and the request.
+//! Gemini wire formats: building `generateContent` bodies and reading replies and usage. What an
+//! upstream error means is decided in `classify`.
 
 use crate::error::RouterError;
-use crate::quota::{classify_429, Cooldown};
 use serde_json::{json, Map, Value};
 
 /// Token usage of one reply, from `usageMetadata`.
@@ -54,59 +53,6 @@ pub fn parse_reply(body: &Value) -> Reply {
         usage: Usage::from_metadata(&body["usageMetadata"]),
         block_reason: body["promptFeedback"]["blockReason"].as_str().map(str::to_string),
         model_version: body["modelVersion"].as_str().map(str::to_string),
-    }
-}
-
-/// What an upstream answer means for the key, the quota and the request.
-#[derive(Debug, Clone, PartialEq)]
-pub enum UpstreamOutcome {
-    Success,
-    /// 429: the key's quota group cools down; fail over to another key.
-    RateLimited(Cooldown),
-    /// 500/502/503/504: not the key's fault; retry elsewhere with backoff.
-    Transient {
-        status: u16,
-    },
-    /// Invalid, revoked or unauthorised key: disable it until the config changes; fail over.
-    KeyRejected {
-        reason: String,
-    },
-    /// The request itself is wrong: hand the error to the caller, no retry.
-    ClientError {
-        status: u16,
-        message: String,
-    },
-}
-
-pub fn classify(status: u16, body: &str) -> UpstreamOutcome {
-    if (200..300).contains(&status) {
-        return UpstreamOutcome::Success;
-    }
-    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    let err = &v["error"];
-    let gstatus = err["status"].as_str().unwrap_or("");
-    let reasons: Vec<&str> =
-        err["details"].as_array().into_iter().flatten().filter_map(|d| d["reason"].as_str()).collect();
-    let api_key_reason = reasons.iter().copied().find(|r| r.starts_with("API_KEY_"));
-    match status {
-        429 => UpstreamOutcome::RateLimited(classify_429(body)),
-        500 | 502 | 503 | 504 => UpstreamOutcome::Transient { status },
-        401 => UpstreamOutcome::KeyRejected { reason: "401 UNAUTHENTICATED".into() },
-        403 => UpstreamOutcome::KeyRejected {
-            reason: format!("403 {}", if gstatus.is_empty() { "FORBIDDEN" } else { gstatus }),
-        },
-        400 if api_key_reason.is_some() => {
-            UpstreamOutcome::KeyRejected { reason: format!("400 {}", api_key_reason.unwrap_or("")) }
-        }
-        _ => {
-            let mut message = err["message"].as_str().unwrap_or("upstream rejected the request").to_string();
-            // At a character boundary: `truncate(500)` inside a multi-byte character panics.
-            let cut = (0..=500.min(message.len())).rev().find(|&i| message.is_char_boundary(i)).unwrap_or(0);
-            message.truncate(cut);
-            // Only client-class statuses are passed through; anything odd becomes a 502.
-            let status = if (400..500).contains(&status) { status } else { 502 };
-            UpstreamOutcome::ClientError { status, message }
-        }
     }
 }
 
@@ -365,17 +311,10 @@ impl GenerateRequest {
 
 /// A router error in Gemini's own error shape, for the Gemini-native surface.
 pub fn error_body(e: &RouterError) -> Value {
-    let status = match e.status() {
-        400 | 413 | 415 => "INVALID_ARGUMENT",
-        401 => "UNAUTHENTICATED",
-        403 => "PERMISSION_DENIED",
-        404 => "NOT_FOUND",
-        405 => "UNIMPLEMENTED",
-        409 => "ABORTED",
-        429 => "RESOURCE_EXHAUSTED",
-        504 => "DEADLINE_EXCEEDED",
-        500 => "INTERNAL",
-        _ => "UNAVAILABLE",
+    let status = match e {
+        // Gemini's own verdict on the request, exactly as Google said it.
+        RouterError::UpstreamRejected { grpc_status, .. } => grpc_status.as_str(),
+        _ => crate::classify::default_grpc(e.status()),
     };
     json!({"error": {"code": e.status(), "message": e.message(), "status": status,
         "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": e.code(), "domain": "llm-key-router"}]}})
@@ -432,29 +371,5 @@ mod tests {
         let r = parse_reply(&body);
         assert_eq!(r.text, "4");
         assert_eq!(r.usage, Some(Usage { input: 5, output: 39, thoughts: 186, total: 230 }));
-    }
-
-    #[test]
-    fn classifies_upstream_errors() {
-        let invalid = r#"{"error":{"code":400,"status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}"#;
-        assert_eq!(classify(400, invalid), UpstreamOutcome::KeyRejected { reason: "400 API_KEY_INVALID".into() });
-        assert_eq!(
-            classify(403, r#"{"error":{"status":"PERMISSION_DENIED"}}"#),
-            UpstreamOutcome::KeyRejected { reason: "403 PERMISSION_DENIED".into() }
-        );
-        assert_eq!(classify(503, "{}"), UpstreamOutcome::Transient { status: 503 });
-        assert_eq!(classify(500, ""), UpstreamOutcome::Transient { status: 500 });
-        assert!(matches!(classify(429, "{}"), UpstreamOutcome::RateLimited(Cooldown::Unknown)));
-        assert_eq!(
-            classify(400, r#"{"error":{"message":"bad temp","status":"INVALID_ARGUMENT"}}"#),
-            UpstreamOutcome::ClientError { status: 400, message: "bad temp".into() }
-        );
-        assert_eq!(classify(200, ""), UpstreamOutcome::Success);
-        // Found by fuzzing: a long multi-byte message used to panic at the 500-byte cut.
-        let long = format!("{{\"error\":{{\"message\":\"a{}\"}}}}", "é".repeat(300));
-        match classify(400, &long) {
-            UpstreamOutcome::ClientError { message, .. } => assert_eq!(message.len(), 499),
-            o => panic!("{o:?}"),
-        }
     }
 }

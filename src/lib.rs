@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod classify;
 pub mod config;
 pub mod conversations;
 pub mod error;

@@ -19,9 +19,38 @@ pub fn mask_key(key: &str) -> String {
     format!("{prefix}…{last4}")
 }
 
+/// Masks every Google API key (`AIza` and at least 30 more key characters) inside free text,
+/// such as an upstream error message passed to a caller.
+pub fn mask_secrets(text: &str) -> String {
+    let is_key_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("AIza") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let end = tail.find(|c: char| !is_key_char(c)).unwrap_or(tail.len());
+        if end >= 34 {
+            out.push_str(&mask_key(&tail[..end]));
+        } else {
+            out.push_str(&tail[..end]);
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masks_keys_inside_text() {
+        let k = "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q";
+        assert_eq!(mask_secrets(&format!("bad key {k}, again:{k}")), "bad key AIzaSy…5p6Q, again:AIzaSy…5p6Q");
+        assert_eq!(mask_secrets("AIza is a prefix"), "AIza is a prefix");
+        assert_eq!(mask_secrets("é AIzaé"), "é AIzaé");
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

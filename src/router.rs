@@ -10,9 +10,10 @@
 //! - a request that never left the worker (no secret, build error) is released entirely;
 //! - a success replaces the estimate with the real `promptTokenCount` in the reservation's window.
 
+use crate::classify::{classify, UpstreamOutcome};
 use crate::config::{secret_names, KeyConfig, KeyPool, Settings};
 use crate::error::{LimitKind, RouterError};
-use crate::gemini::{classify, parse_reply, GenerateRequest, Reply, UpstreamOutcome, Usage};
+use crate::gemini::{parse_reply, GenerateRequest, Reply, Usage};
 use crate::policy::backoff_ms;
 use crate::quota::{estimate_tokens, request_texts, Cooldown};
 use crate::sse::{SseParser, StreamTally};
@@ -546,10 +547,10 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                             });
                             Step::Retry { backoff: false, exclude: true }
                         }
-                        UpstreamOutcome::ClientError { status, message } => {
+                        UpstreamOutcome::RequestRejected { status, grpc_status, message } => {
                             settle.outcome = "client_error";
                             settle.release = true;
-                            Step::Fail(RouterError::UpstreamRejected { status, message })
+                            Step::Fail(RouterError::UpstreamRejected { status, grpc_status, message })
                         }
                     }
                 }

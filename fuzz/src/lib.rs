@@ -10,10 +10,11 @@
 
 use llm_key_router::api::{self, Route};
 use llm_key_router::auth::{self, Clients};
+use llm_key_router::classify::{self, UpstreamOutcome};
 use llm_key_router::config::{valid_name, KeyPool, Settings};
 use llm_key_router::conversations::{self, CreateRequest};
 use llm_key_router::error::RouterError;
-use llm_key_router::gemini::{self, GenerateRequest, UpstreamOutcome};
+use llm_key_router::gemini::{self, GenerateRequest};
 use llm_key_router::ids;
 use llm_key_router::policy;
 use llm_key_router::quota::{self, Cooldown};
@@ -657,15 +658,21 @@ fn prop_settings(env: BTreeMap<String, String>) -> Result<(), TestCaseError> {
 }
 
 fn prop_upstream((status, body): (u16, String)) -> Result<(), TestCaseError> {
-    match gemini::classify(status, &body) {
+    match classify::classify(status, &body) {
         UpstreamOutcome::Success => check((200..300).contains(&status), || "non-2xx success".into())?,
-        UpstreamOutcome::ClientError { status: s, message } => {
+        UpstreamOutcome::RequestRejected { status: s, message, .. } => {
             check((400..500).contains(&s) || s == 502, || format!("client error with status {s}"))?;
             check(message.len() <= 500, || "upstream message not truncated".into())?;
         }
         UpstreamOutcome::Transient { status: s } => check(s == status, || "transient status changed".into())?,
         UpstreamOutcome::RateLimited(_) => check(status == 429, || "rate limited without 429".into())?,
-        UpstreamOutcome::KeyRejected { reason } => check(!reason.is_empty(), || "empty reason".into())?,
+        UpstreamOutcome::KeyRejected { reason } => {
+            check(!reason.is_empty(), || "empty reason".into())?;
+            // A key is disabled only on Google's word about the key, never on a guess.
+            let says_key =
+                status == 401 || body.contains("API_KEY_") || classify::KEY_REASONS.iter().any(|r| body.contains(r));
+            check(says_key, || format!("key rejected on {status} without a key-level reason"))?;
+        }
     }
     match quota::classify_429(&body) {
         Cooldown::Delay { ms, reason } => {

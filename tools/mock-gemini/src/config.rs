@@ -19,7 +19,10 @@ pub struct KeyConfig {
     pub api_key: String,
     pub label: Option<String>,
     pub project: Option<String>,
+    /// Every call gets 403 `PERMISSION_DENIED` with `CONSUMER_SUSPENDED`.
     pub permission_denied: bool,
+    /// Every call gets 403 `PERMISSION_DENIED` with `API_KEY_SERVICE_BLOCKED`.
+    pub service_blocked: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -51,6 +54,7 @@ pub struct KeyInfo {
     pub label: String,
     pub project: String,
     pub permission_denied: bool,
+    pub service_blocked: bool,
 }
 
 pub fn strip_models_prefix(model: &str) -> &str {
@@ -85,7 +89,13 @@ impl Config {
             .map(|(i, k)| {
                 let label = k.label.clone().unwrap_or_else(|| format!("key-{}", i + 1));
                 let project = k.project.clone().unwrap_or_else(|| label.clone());
-                (k.api_key.clone(), KeyInfo { label, project, permission_denied: k.permission_denied })
+                let info = KeyInfo {
+                    label,
+                    project,
+                    permission_denied: k.permission_denied,
+                    service_blocked: k.service_blocked,
+                };
+                (k.api_key.clone(), info)
             })
             .collect()
     }
@@ -125,7 +135,7 @@ mod tests {
         assert!(c.enforce_quotas);
         assert!(c.keys.is_empty());
         let c = Config::from_json(
-            r#"{"keys":[{"api_key":"AIzaSyA","label":"flash-1","project":"p"},{"api_key":"AIzaSyB"}],
+            r#"{"keys":[{"api_key":"AIzaSyA","label":"flash-1","project":"p"},{"api_key":"AIzaSyB","service_blocked":true}],
                 "projects":{"p":{"models/gemini-2.5-flash":{"rpm":10}}},"latency_ms":5}"#,
         )
         .unwrap();
@@ -133,6 +143,8 @@ mod tests {
         assert_eq!(km["AIzaSyA"].label, "flash-1");
         assert_eq!(km["AIzaSyB"].label, "key-2");
         assert_eq!(km["AIzaSyB"].project, "key-2");
+        assert!(!km["AIzaSyA"].service_blocked && !km["AIzaSyA"].permission_denied);
+        assert!(km["AIzaSyB"].service_blocked);
         assert_eq!(c.limits("p", "gemini-2.5-flash"), Some(Limits { rpm: Some(10), tpm: None, rpd: None }));
         assert_eq!(c.limits("p", "gemini-2.5-pro"), None);
         assert!(!c.redacted().to_string().contains("AIzaSy"));

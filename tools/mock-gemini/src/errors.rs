@@ -49,6 +49,39 @@ pub fn permission_denied() -> Value {
     )
 }
 
+/// The key-level 403 for a key whose API restrictions exclude this service (or method).
+/// `rpc` is the full method name, e.g.
+/// `google.ai.generativelanguage.v1beta.GenerativeService.GenerateContent`.
+pub fn service_blocked(rpc: &str) -> Value {
+    body(
+        403,
+        "PERMISSION_DENIED",
+        &format!("Requests to this API generativelanguage.googleapis.com method {rpc} are blocked."),
+        Some(json!([{
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "API_KEY_SERVICE_BLOCKED",
+            "domain": "googleapis.com",
+            "metadata": {"service": "generativelanguage.googleapis.com", "methodName": rpc}
+        }])),
+    )
+}
+
+/// The request-level 403 for a Files API file the key's project does not own (or that
+/// does not exist). No details: nothing here is about the key.
+pub fn file_denied(id: &str) -> Value {
+    body(
+        403,
+        "PERMISSION_DENIED",
+        &format!("You do not have permission to access the File {id} or it may not exist."),
+        None,
+    )
+}
+
+/// The request-level 403 for a `cachedContents/...` name the key's project cannot see.
+pub fn cached_content_denied() -> Value {
+    body(403, "PERMISSION_DENIED", "CachedContent not found (or permission denied)", None)
+}
+
 pub fn internal() -> Value {
     body(
         500,
@@ -185,5 +218,25 @@ mod tests {
     fn invalid_key_body_is_exact() {
         let expected: Value = serde_json::from_str(r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com","metadata":{"service":"generativelanguage.googleapis.com"}}]}}"#).unwrap();
         assert_eq!(invalid_key(), expected);
+    }
+
+    #[test]
+    fn service_blocked_body_is_exact() {
+        let expected: Value = serde_json::from_str(r#"{"error":{"code":403,"message":"Requests to this API generativelanguage.googleapis.com method google.ai.generativelanguage.v1beta.GenerativeService.GenerateContent are blocked.","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_SERVICE_BLOCKED","domain":"googleapis.com","metadata":{"service":"generativelanguage.googleapis.com","methodName":"google.ai.generativelanguage.v1beta.GenerativeService.GenerateContent"}}]}}"#).unwrap();
+        assert_eq!(service_blocked("google.ai.generativelanguage.v1beta.GenerativeService.GenerateContent"), expected);
+    }
+
+    #[test]
+    fn resource_403_bodies_are_exact() {
+        let expected: Value = serde_json::from_str(r#"{"error":{"code":403,"message":"You do not have permission to access the File abc123 or it may not exist.","status":"PERMISSION_DENIED"}}"#).unwrap();
+        assert_eq!(file_denied("abc123"), expected);
+        let expected: Value = serde_json::from_str(r#"{"error":{"code":403,"message":"CachedContent not found (or permission denied)","status":"PERMISSION_DENIED"}}"#).unwrap();
+        assert_eq!(cached_content_denied(), expected);
+    }
+
+    #[test]
+    fn permission_denied_body_is_exact() {
+        let expected: Value = serde_json::from_str(r#"{"error":{"code":403,"message":"Permission denied: Consumer has been suspended.","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"CONSUMER_SUSPENDED","domain":"googleapis.com","metadata":{"service":"generativelanguage.googleapis.com"}}]}}"#).unwrap();
+        assert_eq!(permission_denied(), expected);
     }
 }

@@ -1,6 +1,7 @@
 //! mock-gemini: a native mock of Google's Gemini REST API with exact per-(project, model)
 //! quotas, fault injection, stats and a request log. See README.md.
 
+pub mod access;
 pub mod config;
 pub mod errors;
 pub mod gen;
@@ -64,6 +65,10 @@ pub enum FaultKind {
     CutStream,
     #[serde(rename = "invalid_key")]
     InvalidKey,
+    #[serde(rename = "403_service_blocked")]
+    ServiceBlocked,
+    #[serde(rename = "403_resource")]
+    Resource,
 }
 
 impl FaultKind {
@@ -77,6 +82,8 @@ impl FaultKind {
             "slow" => FaultKind::Slow,
             "cut_stream" => FaultKind::CutStream,
             "invalid_key" => FaultKind::InvalidKey,
+            "403_service_blocked" => FaultKind::ServiceBlocked,
+            "403_resource" => FaultKind::Resource,
             _ => return None,
         })
     }
@@ -91,6 +98,8 @@ impl FaultKind {
             FaultKind::Slow => "slow",
             FaultKind::CutStream => "cut_stream",
             FaultKind::InvalidKey => "invalid_key",
+            FaultKind::ServiceBlocked => "403_service_blocked",
+            FaultKind::Resource => "403_resource",
         }
     }
 }
@@ -217,7 +226,8 @@ impl Inner {
     fn resolve(&self, key: &str) -> Option<KeyInfo> {
         if self.keys.is_empty() {
             let label = config::anon_label(key);
-            return Some(KeyInfo { project: label.clone(), label, permission_denied: false });
+            let project = label.clone();
+            return Some(KeyInfo { label, project, permission_denied: false, service_blocked: false });
         }
         self.keys.get(key).cloned()
     }
@@ -564,7 +574,7 @@ fn api_key(headers: &HeaderMap, uri: &Uri) -> Option<String> {
 }
 
 /// Authenticates a request: Ok(key) or the error body (missing or unknown key).
-/// A `permission_denied` key is returned as Ok; the caller refuses it.
+/// A `permission_denied` or `service_blocked` key is returned as Ok; the caller refuses it.
 fn authenticate(g: &Inner, key: Option<&str>) -> Result<KeyInfo, Value> {
     let Some(key) = key else {
         return Err(errors::missing_key());
@@ -572,20 +582,19 @@ fn authenticate(g: &Inner, key: Option<&str>) -> Result<KeyInfo, Value> {
     g.resolve(key).ok_or_else(errors::invalid_key)
 }
 
-/// Like [`authenticate`], but a `permission_denied` key is refused too.
-fn authorize(g: &Inner, key: Option<&str>) -> Result<KeyInfo, Value> {
-    match authenticate(g, key)? {
-        k if k.permission_denied => Err(errors::permission_denied()),
-        k => Ok(k),
-    }
+/// Like [`authenticate`], but a key refused for `method` (see [`access::key_refusal`]) too.
+fn authorize(g: &Inner, key: Option<&str>, method: &str) -> Result<KeyInfo, Value> {
+    let k = authenticate(g, key)?;
+    access::key_refusal(&k, method).map_or(Ok(k), Err)
 }
 
 fn list_models(m: &Mock, headers: &HeaderMap, uri: &Uri) -> Response {
+    let rest = strip_api_prefix(uri.path());
+    let method = if rest.is_empty() || rest == "models" { "listModels" } else { "getModel" };
     let g = m.lock();
-    if let Err(e) = authorize(&g, api_key(headers, uri).as_deref()) {
+    if let Err(e) = authorize(&g, api_key(headers, uri).as_deref(), method) {
         return err_response(&e);
     }
-    let rest = strip_api_prefix(uri.path());
     let mut names: Vec<String> = vec!["gemini-2.5-flash".into(), "gemini-2.5-pro".into()];
     for table in g.cfg.projects.values() {
         names.extend(table.keys().cloned());
@@ -639,10 +648,14 @@ async fn api(State(m): St, method: Method, uri: Uri, headers: HeaderMap, body: B
     }
     let sse = query_param(&uri, "alt").as_deref() == Some("sse");
 
-    // Everything that does not need the lock.
-    let plan = match &parsed {
-        Ok(v) => gen::validate_generate(v).map(|_| gen::plan(v)),
-        Err(e) => Err(format!("Invalid JSON payload received. {e}")),
+    // Everything that does not need the lock. Err is the body for an invalid request or
+    // for one naming a resource no project can see (a resource-level 403).
+    let plan: Result<gen::Plan, Value> = match &parsed {
+        Ok(v) => gen::validate_generate(v)
+            .map_err(|msg| errors::invalid_argument(&msg))
+            .and_then(|_| access::resource_refusal(v).map_or(Ok(()), Err))
+            .map(|_| gen::plan(v)),
+        Err(e) => Err(errors::invalid_argument(&format!("Invalid JSON payload received. {e}"))),
     };
     let log_body = parsed.unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
     let (cfg, seq, extra_delay_ms, cut) = match decide(&m, &model, op, key.as_deref(), &plan, log_body) {
@@ -693,7 +706,8 @@ async fn api(State(m): St, method: Method, uri: Uri, headers: HeaderMap, body: B
     }
 }
 
-/// The locked part of a generate/stream call: auth, stats, faults, quota, log.
+/// The locked part of a generate/stream call: auth, key-level and resource-level refusals,
+/// stats, faults, quota, log.
 /// Ok((config, seq, extra_delay_ms, cut)) when the request is answered normally,
 /// else the error body to send.
 fn decide(
@@ -701,7 +715,7 @@ fn decide(
     model: &str,
     op: Op,
     key: Option<&str>,
-    plan: &Result<gen::Plan, String>,
+    plan: &Result<gen::Plan, Value>,
     log_body: Value,
 ) -> Result<(Arc<Config>, u64, u64, bool), Value> {
     let model = model.to_string();
@@ -731,10 +745,10 @@ fn decide(
     }
 
     let limits = cfg.limits(&info.project, &model);
-    let outcome = if info.permission_denied {
-        Outcome::Error(errors::permission_denied(), None)
-    } else if let Err(msg) = plan {
-        Outcome::Error(errors::invalid_argument(msg), None)
+    let outcome = if let Some(e) = access::key_refusal(&info, op.as_str()) {
+        Outcome::Error(e, None)
+    } else if let Err(e) = plan {
+        Outcome::Error(e.clone(), None)
     } else {
         let fault = g.take_fault(&info.label, &model);
         match fault.as_ref().map(|f| f.kind) {
@@ -742,6 +756,10 @@ fn decide(
             Some(k @ FaultKind::Unavailable) => Outcome::Error(errors::unavailable(), Some(k)),
             Some(k @ FaultKind::Exhausted) => Outcome::Error(errors::exhausted_no_details(), Some(k)),
             Some(k @ FaultKind::InvalidKey) => Outcome::Error(errors::invalid_key(), Some(k)),
+            Some(k @ FaultKind::ServiceBlocked) => {
+                Outcome::Error(errors::service_blocked(&access::rpc_name(op.as_str())), Some(k))
+            }
+            Some(k @ FaultKind::Resource) => Outcome::Error(errors::file_denied("fault"), Some(k)),
             Some(k @ FaultKind::Rpm) => {
                 let lim = limits.and_then(|l| l.rpm).unwrap_or(10);
                 Outcome::Error(errors::quota(QuotaKind::Rpm, &model, lim, 7_000), Some(k))
@@ -880,10 +898,12 @@ fn count_tokens(m: &Mock, model: &str, key: Option<&str>, parsed: Result<Value, 
         }
     };
     g.key_stats.entry(info.label.clone()).or_default().count_tokens += 1;
-    let (status, v) = match result {
-        _ if info.permission_denied => (403, errors::permission_denied()),
-        Ok(n) => (200, json!({"totalTokens": n, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": n}]})),
-        Err(msg) => (400, errors::invalid_argument(&msg)),
+    let (status, v) = match (access::key_refusal(&info, Op::Count.as_str()), result) {
+        (Some(e), _) => (403, e),
+        (None, Ok(n)) => {
+            (200, json!({"totalTokens": n, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": n}]}))
+        }
+        (None, Err(msg)) => (400, errors::invalid_argument(&msg)),
     };
     g.log(now, Some(info.label), model, Op::Count, status, None, log_body);
     drop(g);

@@ -496,3 +496,123 @@ async fn stats_request_log_and_reset() {
     assert_eq!(stats["groups"], json!({}));
     assert_eq!(stats["keys"]["flash-a"]["requests"], 0);
 }
+
+fn with_file(uri: &str) -> Value {
+    json!({"contents": [{"role": "user", "parts": [
+        {"text": "Describe this"}, {"fileData": {"mimeType": "image/png", "fileUri": uri}}
+    ]}]})
+}
+
+fn blocked_body(rpc_method: &str) -> Value {
+    let rpc = format!("google.ai.generativelanguage.v1beta.{rpc_method}");
+    json!({"error": {"code": 403, "status": "PERMISSION_DENIED",
+        "message": format!("Requests to this API generativelanguage.googleapis.com method {rpc} are blocked."),
+        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_SERVICE_BLOCKED",
+            "domain": "googleapis.com",
+            "metadata": {"service": "generativelanguage.googleapis.com", "methodName": rpc}}]}})
+}
+
+fn file_403(id: &str) -> Value {
+    json!({"error": {"code": 403, "status": "PERMISSION_DENIED",
+        "message": format!("You do not have permission to access the File {id} or it may not exist.")}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_403_for_files_uri_and_cached_content_on_every_key() {
+    let m = start(config()).await;
+    let cached = json!({"cachedContent": "cachedContents/xyz789", "contents": user("hi")["contents"]});
+    let cached_403: Value = serde_json::from_str(
+        r#"{"error":{"code":403,"message":"CachedContent not found (or permission denied)","status":"PERMISSION_DENIED"}}"#,
+    )
+    .unwrap();
+    for key in [KEY_A, KEY_B] {
+        let (s, v) = m.call(key, FLASH, "generateContent", &with_file("files/abc123")).await;
+        assert_eq!((s, &v), (403, &file_403("abc123")));
+        let url = "https://generativelanguage.googleapis.com/v1beta/files/abc123";
+        let (s, v) = m.call(key, FLASH, "streamGenerateContent", &with_file(url)).await;
+        assert_eq!((s, &v), (403, &file_403("abc123")));
+        let (s, v) = m.call(key, FLASH, "generateContent", &cached).await;
+        assert_eq!((s, &v), (403, &cached_403));
+    }
+    // Body validation comes first, and a key-level refusal before that.
+    let bad = json!({"cachedContent": "cachedContents/xyz789", "contents": []});
+    assert_eq!(m.call(KEY_A, FLASH, "generateContent", &bad).await.0, 400);
+    let (s, v) = m.call(KEY_DENIED, FLASH, "generateContent", &with_file("files/abc123")).await;
+    assert_eq!((s, v["error"]["details"][0]["reason"].as_str()), (403, Some("CONSUMER_SUSPENDED")));
+    // None was admitted and no fault was used: rpm 3 still allows 3.
+    m.fault(json!({"kind": "500"})).await;
+    assert_eq!(m.gen(KEY_A, FLASH, "x").await.0, 500);
+    for _ in 0..3 {
+        assert_eq!(m.gen(KEY_B, FLASH, "hi").await.0, 200);
+    }
+    let stats = m.get("/_mock/stats").await;
+    assert_eq!(stats["keys"]["flash-a"]["errors"], 5);
+    assert_eq!(stats["keys"]["flash-b"]["errors"], 3);
+    assert_eq!(stats["groups"]["proj-a/gemini-2.5-flash"]["requests_today"], 3);
+    let log = m.get("/_mock/requests").await;
+    let first = &log.as_array().unwrap()[0];
+    assert_eq!((first["status"].as_u64(), first["label"].as_str()), (Some(403), Some("flash-a")));
+    assert!(first.get("fault").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_non_files_uri_is_accepted() {
+    let m = start(config()).await;
+    let (s, v) = m.call(KEY_A, FLASH, "generateContent", &with_file("https://example.com/images/cat.png")).await;
+    assert_eq!(s, 200, "{v}");
+    let body = json!({"contents": [{"parts": [{"file_data": {"file_uri": "gs://bucket/files/cat.png"}}]}],
+                      "cachedContent": "not-a-cached-content-name"});
+    assert_eq!(m.call(KEY_A, FLASH, "generateContent", &body).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_blocked_fault_hits_only_labelled_key() {
+    let m = start(config()).await;
+    m.fault(json!({"kind": "403_service_blocked", "label": "flash-b", "count": 2})).await;
+    assert_eq!(m.gen(KEY_A, FLASH, "hi").await.0, 200);
+    let (s, v) = m.gen(KEY_B, FLASH, "hi").await;
+    assert_eq!((s, &v), (403, &blocked_body("GenerativeService.GenerateContent")));
+    let (s, v) = m.call(KEY_B, FLASH, "streamGenerateContent", &user("hi")).await;
+    assert_eq!((s, &v), (403, &blocked_body("GenerativeService.StreamGenerateContent")));
+    assert_eq!(m.gen(KEY_B, FLASH, "hi").await.0, 200);
+    // 403_resource: the resource body, file id `fault`.
+    m.fault(json!({"kind": "403_resource", "label": "flash-a"})).await;
+    assert_eq!(m.gen(KEY_B, FLASH, "hi").await.0, 200);
+    let (s, v) = m.gen(KEY_A, FLASH, "hi").await;
+    assert_eq!((s, &v), (403, &file_403("fault")));
+    let log = m.get("/_mock/requests").await;
+    let faults: Vec<&str> = log.as_array().unwrap().iter().filter_map(|e| e["fault"].as_str()).collect();
+    assert_eq!(faults, ["403_service_blocked", "403_service_blocked", "403_resource"]);
+    let stats = m.get("/_mock/stats").await;
+    assert_eq!(
+        (stats["keys"]["flash-b"]["errors"].as_u64(), stats["keys"]["flash-a"]["errors"].as_u64()),
+        (Some(2), Some(1))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_blocked_config_flag() {
+    let mut cfg = config();
+    let blocked = "AIzaSyTESTKEYsssssssssssssssssssssssss4";
+    cfg["keys"].as_array_mut().unwrap().push(json!({"api_key": blocked, "label": "blocked", "service_blocked": true}));
+    let m = start(cfg).await;
+    for _ in 0..2 {
+        let (s, v) = m.gen(blocked, FLASH, "hi").await;
+        assert_eq!((s, &v), (403, &blocked_body("GenerativeService.GenerateContent")));
+    }
+    let (s, v) = m.call(blocked, FLASH, "streamGenerateContent", &user("hi")).await;
+    assert_eq!((s, &v), (403, &blocked_body("GenerativeService.StreamGenerateContent")));
+    let (s, v) = m.call(blocked, FLASH, "countTokens", &user("hi")).await;
+    assert_eq!((s, &v), (403, &blocked_body("GenerativeService.CountTokens")));
+    let r = m.http.get(format!("{}/v1beta/models", m.base)).header("x-goog-api-key", blocked).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap(), blocked_body("ModelService.ListModels"));
+    assert_eq!(m.gen(KEY_A, FLASH, "hi").await.0, 200);
+    let stats = m.get("/_mock/stats").await;
+    assert_eq!(
+        (stats["keys"]["blocked"]["requests"].as_u64(), stats["keys"]["blocked"]["errors"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(stats["invalid_key_requests"], 0);
+    assert_eq!(m.get("/_mock/config").await["keys"][3]["service_blocked"], true);
+}
