@@ -1,15 +1,15 @@
 //! The thin wasm layer: `#[event(fetch)]`, and `Fetch`-based adapters for the Upstash REST
 //! endpoint and Gemini. Everything that decides something lives in the pure modules.
 
-use crate::api::{self, Route};
-use crate::config::{KeyPool, LogLevel, Settings};
-use crate::conversations::{self, Conversations};
-use crate::error::RouterError;
-use crate::gemini::GenerateRequest;
-use crate::router::{Caller, ChunkSource, Router, Runtime, StreamOpen, Upstream, UpstreamError};
-use crate::upstash::{HttpReply, StoreError, Transport, Upstash};
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
+use llm_key_router_core::config::{KeyPool, LogLevel, Settings};
+use llm_key_router_core::conversations::{self, Conversations};
+use llm_key_router_core::engine::{Caller, ChunkSource, Router, Runtime, StreamOpen, Upstream, UpstreamError};
+use llm_key_router_core::error::RouterError;
+use llm_key_router_core::store::upstash::{HttpReply, StoreError, Transport, Upstash};
+use llm_key_router_core::wire::api::{self, Route};
+use llm_key_router_core::wire::gemini::GenerateRequest;
 use serde_json::{json, Value};
 use std::rc::Rc;
 use std::time::Duration;
@@ -52,7 +52,10 @@ fn state(env: &Env) -> Rc<State> {
             .keys
             .iter()
             .map(|k| {
-                let s = crate::config::secret_names(&k.key_id).iter().find_map(|n| lookup(env, n)).unwrap_or_default();
+                let s = llm_key_router_core::config::secret_names(&k.key_id)
+                    .iter()
+                    .find_map(|n| lookup(env, n))
+                    .unwrap_or_default();
                 format!("{}:{}:{}", k.key_id, s.len(), s.get(s.len().saturating_sub(4)..).unwrap_or(""))
             })
             .collect::<Vec<_>>()
@@ -257,8 +260,8 @@ impl Runtime for WorkerRuntime {
 }
 
 pub(crate) fn log(level: LogLevel, min: &LogLevel, event: &str, fields: Value) {
-    if crate::log::enabled(&level, min) {
-        console_log!("{}", crate::log::line(&level, event, fields));
+    if llm_key_router_core::log::enabled(&level, min) {
+        console_log!("{}", llm_key_router_core::log::line(&level, event, fields));
     }
 }
 
@@ -277,8 +280,8 @@ pub(crate) fn json_response(status: u16, body: &Value) -> Result<Response> {
 fn error_response(e: &RouterError, surface: api::Surface) -> Result<Response> {
     let body = match surface {
         api::Surface::Router => e.to_json(),
-        api::Surface::OpenAi => crate::openai::error_body(e),
-        api::Surface::Gemini => crate::gemini::error_body(e),
+        api::Surface::OpenAi => llm_key_router_core::wire::openai::error_body(e),
+        api::Surface::Gemini => llm_key_router_core::wire::gemini::error_body(e),
     };
     let mut resp = json_response(e.status(), &body)?;
     if let Some(s) = e.retry_after_secs() {
@@ -310,7 +313,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         if status >= 500 { LogLevel::Error } else { LogLevel::Info },
         &level,
         "request",
-        json!({"method": method, "path": crate::log::safe_path(&path), "status": status, "code": code,
+        json!({"method": method, "path": llm_key_router_core::log::safe_path(&path), "status": status, "code": code,
                "duration_ms": Date::now().as_millis().saturating_sub(started)}),
     );
     resp
@@ -335,10 +338,11 @@ async fn read_json(req: &mut Request, settings: &Settings) -> std::result::Resul
 }
 
 /// An attempt as logged: its record plus the key masked as `AIzaSy…last4`, never the key.
-fn attempt_log(env: &Env, a: &crate::router::Attempt) -> Value {
+fn attempt_log(env: &Env, a: &llm_key_router_core::engine::Attempt) -> Value {
     let mut v = json!(a);
-    let secret = crate::config::secret_names(&a.key_id).iter().find_map(|n| lookup(env, n)).unwrap_or_default();
-    v["key"] = json!(crate::policy::mask_key(&secret));
+    let secret =
+        llm_key_router_core::config::secret_names(&a.key_id).iter().find_map(|n| lookup(env, n)).unwrap_or_default();
+    v["key"] = json!(llm_key_router_core::policy::mask_key(&secret));
     v
 }
 
@@ -346,7 +350,7 @@ fn attempt_log(env: &Env, a: &crate::router::Attempt) -> Value {
 fn conversation_header(req: &Request) -> std::result::Result<Option<String>, RouterError> {
     match req.headers().get("x-conversation-id").ok().flatten() {
         None => Ok(None),
-        Some(id) if crate::ids::valid_conversation_id(id.trim()) => Ok(Some(id.trim().to_string())),
+        Some(id) if llm_key_router_core::ids::valid_conversation_id(id.trim()) => Ok(Some(id.trim().to_string())),
         Some(_) => Err(RouterError::bad_request("invalid_conversation_id", "X-Conversation-Id is malformed")),
     }
 }
@@ -354,7 +358,7 @@ fn conversation_header(req: &Request) -> std::result::Result<Option<String>, Rou
 fn new_conversation_id() -> String {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).expect("crypto.getRandomValues is available in workers");
-    crate::ids::conversation_id_from(b)
+    llm_key_router_core::ids::conversation_id_from(b)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -382,7 +386,7 @@ async fn handle(
         let h = req.headers();
         let auth = h.get("authorization").ok().flatten();
         let goog = h.get("x-goog-api-key").ok().flatten();
-        crate::auth::extract_token(auth.as_deref(), goog.as_deref()).map(str::to_string)
+        llm_key_router_core::config::auth::extract_token(auth.as_deref(), goog.as_deref()).map(str::to_string)
     };
     let client = match (&st.settings, &token) {
         (Ok(s), Some(t)) => s.clients.authenticate(t).cloned(),
@@ -413,7 +417,7 @@ async fn handle(
         burst: client.burst.unwrap_or(settings.user_burst_default),
     };
     let mut stream_mode: Option<crate::edge_stream::Mode> = None;
-    let mut chat: Option<crate::openai::ChatRequest> = None;
+    let mut chat: Option<llm_key_router_core::wire::openai::ChatRequest> = None;
     let gen = match route.clone() {
         Route::ChatCompletions => {
             if !settings.enabled {
@@ -421,7 +425,7 @@ async fn handle(
             }
             let conv_id = conversation_header(req)?;
             let body = read_json(req, settings).await?;
-            let c = crate::openai::ChatRequest::parse(&body, conv_id)?;
+            let c = llm_key_router_core::wire::openai::ChatRequest::parse(&body, conv_id)?;
             if c.stream {
                 stream_mode = Some(crate::edge_stream::Mode::OpenAi { include_usage: c.include_usage });
             }
@@ -449,7 +453,7 @@ async fn handle(
         Route::Models | Route::GeminiModels => {
             let avail = crate::edge_stream::model_availability(&store, pool, settings, &|n| lookup(env, n)).await?;
             let body = if route == Route::Models {
-                crate::openai::models_list(&avail)
+                llm_key_router_core::wire::openai::models_list(&avail)
             } else {
                 crate::edge_stream::gemini_models_list(&avail)
             };
@@ -461,7 +465,7 @@ async fn handle(
             }
             let body = read_json(req, settings).await?;
             let conv_id = match body.get("conversation_id") {
-                Some(Value::String(id)) if !crate::ids::valid_conversation_id(id) => {
+                Some(Value::String(id)) if !llm_key_router_core::ids::valid_conversation_id(id) => {
                     return Err(RouterError::bad_request("invalid_conversation_id", "conversation_id is malformed"));
                 }
                 Some(Value::String(id)) if body.get("model").is_none() => Some(id.clone()),
@@ -527,7 +531,7 @@ async fn handle(
     };
     let outcome = router.run(&gen, &caller, stream_mode.is_some()).await;
     let outcome = match outcome {
-        Ok(crate::router::Outcome::Stream(pending)) => {
+        Ok(llm_key_router_core::engine::Outcome::Stream(pending)) => {
             let Some(mode) = stream_mode else {
                 return Err(RouterError::Internal { message: "a unary request produced a stream".into() });
             };
@@ -542,12 +546,18 @@ async fn handle(
             .map_err(|e| RouterError::Internal { message: format!("stream setup failed: {e}") })?;
             return Ok((resp, 200));
         }
-        Ok(crate::router::Outcome::Done(s)) => Ok(s),
+        Ok(llm_key_router_core::engine::Outcome::Done(s)) => Ok(s),
         Err(f) => Err(f),
     };
     if let (Some(_), Ok(s)) = (&chat, &outcome) {
         let id = format!("chatcmpl-{}", WorkerRuntime.random_hex(12));
-        let body = crate::openai::completion(&id, Date::now().as_millis() / 1000, &s.model_used, &s.reply, &s.usage);
+        let body = llm_key_router_core::wire::openai::completion(
+            &id,
+            Date::now().as_millis() / 1000,
+            &s.model_used,
+            &s.reply,
+            &s.usage,
+        );
         let (mut r, status) = ok_json(200, &body)?;
         let _ = r.headers_mut().set("x-router-key-id", &s.key_id);
         return Ok((r, status));

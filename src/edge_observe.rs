@@ -2,11 +2,11 @@
 //! The figures themselves are computed in the pure `observe` module; this file only does the
 //! Redis round trip and builds the responses.
 
-use crate::config::{KeyPool, Settings};
 use crate::edge::{ok_json, FetchTransport, State};
-use crate::error::RouterError;
-use crate::observe::{self, HealthInput, Layout};
-use crate::upstash::Upstash;
+use llm_key_router_core::config::{KeyPool, Settings};
+use llm_key_router_core::error::RouterError;
+use llm_key_router_core::observe::{self, HealthInput, Layout};
+use llm_key_router_core::store::upstash::Upstash;
 use serde_json::Value;
 use worker::*;
 

@@ -5,13 +5,13 @@
 //! usage seen even when the stream breaks; a conversation turn is stored before the final
 //! event; a break after the first byte ends with an explicit error event, never silently.
 
-use crate::config::{KeyPool, Settings};
 use crate::edge::{log, post_init, post_text, with_timeout, FetchStream, FetchTransport, PostError, WorkerRuntime};
-use crate::error::RouterError;
-use crate::router::{ChunkSource, PendingStream, Runtime};
-use crate::sse::frame;
-use crate::store::{keys, SETTLE};
-use crate::upstash::Upstash;
+use llm_key_router_core::config::{KeyPool, Settings};
+use llm_key_router_core::engine::{ChunkSource, PendingStream, Runtime};
+use llm_key_router_core::error::RouterError;
+use llm_key_router_core::store::upstash::Upstash;
+use llm_key_router_core::store::{keys, SETTLE};
+use llm_key_router_core::wire::sse::frame;
 use serde_json::{json, Value};
 use worker::*;
 
@@ -48,7 +48,7 @@ impl Emitter {
             }
             Mode::OpenAi { .. } => {
                 let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-                let text = crate::gemini::parse_reply(&v).text;
+                let text = llm_key_router_core::wire::gemini::parse_reply(&v).text;
                 if text.is_empty() && self.sent_role {
                     return;
                 }
@@ -57,7 +57,7 @@ impl Emitter {
                     delta["role"] = json!("assistant");
                     self.sent_role = true;
                 }
-                let c = crate::openai::chunk(&self.id, self.created, &self.model, delta, None);
+                let c = llm_key_router_core::wire::openai::chunk(&self.id, self.created, &self.model, delta, None);
                 send(tx, frame(&c.to_string()));
             }
         }
@@ -88,7 +88,7 @@ async fn relay_task(
     mode: Mode,
     transport: FetchTransport,
     idle_ms: u64,
-    level: crate::config::LogLevel,
+    level: llm_key_router_core::config::LogLevel,
     tx: Tx,
 ) {
     let PendingStream { mut source, mut parser, mut tally, first_events, finish, model_used, .. } = pending;
@@ -143,7 +143,11 @@ async fn relay_task(
         }
     }
     log(
-        if failure.is_some() { crate::config::LogLevel::Warn } else { crate::config::LogLevel::Debug },
+        if failure.is_some() {
+            llm_key_router_core::config::LogLevel::Warn
+        } else {
+            llm_key_router_core::config::LogLevel::Debug
+        },
         &level,
         "stream_end",
         json!({"key_id": finish.key.key_id, "model": model_used, "events": tally.events, "complete": failure.is_none(),
@@ -156,11 +160,16 @@ async fn relay_task(
             }
         }
         (None, Mode::OpenAi { include_usage }) => {
-            let fr = crate::openai::finish_reason(tally.finish_reason.as_deref());
-            let c = crate::openai::chunk(&em.id, em.created, &em.model, json!({}), Some(fr));
+            let fr = llm_key_router_core::wire::openai::finish_reason(tally.finish_reason.as_deref());
+            let c = llm_key_router_core::wire::openai::chunk(&em.id, em.created, &em.model, json!({}), Some(fr));
             send(&tx, frame(&c.to_string()));
             if include_usage {
-                let u = crate::openai::usage_chunk(&em.id, em.created, &em.model, &tally.usage.unwrap_or_default());
+                let u = llm_key_router_core::wire::openai::usage_chunk(
+                    &em.id,
+                    em.created,
+                    &em.model,
+                    &tally.usage.unwrap_or_default(),
+                );
                 send(&tx, frame(&u.to_string()));
             }
             send(&tx, frame("[DONE]"));
@@ -190,7 +199,10 @@ pub(crate) async fn count_tokens(
     let mut keys: Vec<_> = pool
         .candidates(model)
         .filter_map(|k| {
-            crate::config::secret_names(&k.key_id).iter().find_map(|n| crate::edge::lookup(env, n)).map(|s| (k, s))
+            llm_key_router_core::config::secret_names(&k.key_id)
+                .iter()
+                .find_map(|n| crate::edge::lookup(env, n))
+                .map(|s| (k, s))
         })
         .collect();
     if keys.is_empty() {
@@ -212,10 +224,12 @@ pub(crate) async fn count_tokens(
             })?;
             crate::edge::ok_json(200, &v)
         }
-        Ok(Some(r)) => match crate::classify::classify(r.status, &r.body) {
-            crate::classify::UpstreamOutcome::RequestRejected { status, grpc_status, message } => {
-                Err(RouterError::UpstreamRejected { status, grpc_status, message })
-            }
+        Ok(Some(r)) => match llm_key_router_core::engine::classify::classify(r.status, &r.body) {
+            llm_key_router_core::engine::classify::UpstreamOutcome::RequestRejected {
+                status,
+                grpc_status,
+                message,
+            } => Err(RouterError::UpstreamRejected { status, grpc_status, message }),
             _ => Err(RouterError::UpstreamUnavailable { message: format!("upstream answered {}", r.status) }),
         },
         Ok(None) | Err(None) => Err(RouterError::UpstreamTimeout),
@@ -232,11 +246,13 @@ pub(crate) async fn model_availability(
     secret: &dyn Fn(&str) -> Option<String>,
 ) -> std::result::Result<Vec<(String, bool)>, RouterError> {
     let now = Date::now().as_millis();
-    let day = crate::quota::pacific_day(now as i64).0;
+    let day = llm_key_router_core::quota::pacific_day(now as i64).0;
     let keys_: Vec<_> = pool
         .keys
         .iter()
-        .filter(|k| k.active && crate::config::secret_names(&k.key_id).iter().any(|n| secret(n).is_some()))
+        .filter(|k| {
+            k.active && llm_key_router_core::config::secret_names(&k.key_id).iter().any(|n| secret(n).is_some())
+        })
         .collect();
     let mut cmds = Vec::new();
     for k in &keys_ {

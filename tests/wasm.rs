@@ -5,8 +5,8 @@
 use llm_key_router::edge::{
     gemini_request, gemini_url, post_init, post_text, read_reply, upstash_url, PostError, WorkerRuntime,
 };
-use llm_key_router::router::Runtime;
-use llm_key_router::upstash::decode_single;
+use llm_key_router_core::engine::Runtime;
+use llm_key_router_core::store::upstash::decode_single;
 use wasm_bindgen_test::wasm_bindgen_test;
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys;
@@ -58,7 +58,10 @@ async fn responses_decode_into_results_and_typed_errors() {
     let reply = read_reply(err).await.unwrap();
     assert!(decode_single(&reply).unwrap_err().is_noscript());
     let auth = worker::Response::from_bytes(br#"{"error":"Unauthorized"}"#.to_vec()).unwrap().with_status(401);
-    assert_eq!(decode_single(&read_reply(auth).await.unwrap()).unwrap_err(), llm_key_router::upstash::StoreError::Auth);
+    assert_eq!(
+        decode_single(&read_reply(auth).await.unwrap()).unwrap_err(),
+        llm_key_router_core::store::upstash::StoreError::Auth
+    );
 }
 
 #[wasm_bindgen_test]

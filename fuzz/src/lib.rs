@@ -8,16 +8,16 @@
 //! accepted inputs satisfy the invariants the rest of the router relies on (ranges, charsets,
 //! round trips).
 
-use llm_key_router::api::{self, Route};
-use llm_key_router::auth::{self, Clients};
-use llm_key_router::classify::{self, UpstreamOutcome};
-use llm_key_router::config::{valid_name, KeyPool, Settings};
-use llm_key_router::conversations::{self, CreateRequest};
-use llm_key_router::error::RouterError;
-use llm_key_router::gemini::{self, GenerateRequest};
-use llm_key_router::ids;
-use llm_key_router::policy;
-use llm_key_router::quota::{self, Cooldown};
+use llm_key_router_core::config::auth::{self, Clients};
+use llm_key_router_core::config::{valid_name, KeyPool, Settings};
+use llm_key_router_core::conversations::{self, CreateRequest};
+use llm_key_router_core::engine::classify::{self, UpstreamOutcome};
+use llm_key_router_core::error::RouterError;
+use llm_key_router_core::ids;
+use llm_key_router_core::policy;
+use llm_key_router_core::quota::{self, Cooldown};
+use llm_key_router_core::wire::api::{self, Route};
+use llm_key_router_core::wire::gemini::{self, GenerateRequest};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 use serde_json::{json, Map, Value};

@@ -1,7 +1,7 @@
-"""Tests of the quota engine's Redis Lua scripts (`src/lua/reserve_v1.lua`, `settle_v1.lua`,
+"""Tests of the quota engine's Redis Lua scripts (`core/src/store/lua/reserve_v1.lua`, `settle_v1.lua`,
 `pacific.lua`) against a real redis-server, through the local Upstash REST server.
 
-The scripts are sent exactly as `src/store.rs` builds them: the text `pacific.lua + reserve_v1.lua`
+The scripts are sent exactly as `core/src/store/mod.rs` builds them: the text `pacific.lua + reserve_v1.lua`
 (resp. `+ settle_v1.lua`), EVALSHA with the SHA-1 of that text, EVAL on NOSCRIPT. KEYS and ARGV are
 built by `reserve_call` / `settle_call` below, which mirror the Rust functions of the same names
 (and `store::keys`) line by line.
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import stack  # noqa: E402
 
 TOKEN = "quota-test-token-7d2e"
-LUA = ROOT / "src" / "lua"
+LUA = ROOT / "core" / "src" / "store" / "lua"
 MODEL = "gemini-test"
 BIG = 10**9
 LA = ZoneInfo("America/Los_Angeles")

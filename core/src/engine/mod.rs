@@ -10,18 +10,20 @@
 //! - a request that never left the worker (no secret, build error) is released entirely;
 //! - a success replaces the estimate with the real `promptTokenCount` in the reservation's window.
 
-use crate::classify::{classify, UpstreamOutcome};
+pub mod classify;
+
 use crate::config::{secret_names, KeyConfig, KeyPool, Settings};
+use crate::engine::classify::{classify, UpstreamOutcome};
 use crate::error::{LimitKind, RouterError};
-use crate::gemini::{parse_reply, GenerateRequest, Reply, Usage};
 use crate::policy::backoff_ms;
 use crate::quota::{estimate_tokens, request_texts, Cooldown};
-use crate::sse::{SseParser, StreamTally};
+use crate::store::upstash::{HttpReply, Transport, Upstash};
 use crate::store::{
     parse_reserve, parse_settle, reserve_call, settle_call, Bucket, ConvLock, ConvSettle, CooldownSpec, Reservation,
     SettleSpec, RESERVE, SETTLE,
 };
-use crate::upstash::{HttpReply, Transport, Upstash};
+use crate::wire::gemini::{parse_reply, GenerateRequest, Reply, Usage};
+use crate::wire::sse::{SseParser, StreamTally};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -437,7 +439,7 @@ impl<'a, T: Transport, U: Upstream, R: Runtime> Router<'a, T, U, R> {
                 Reservation::ConversationBusy => return Err(fail(RouterError::ConversationBusy, attempts)),
             };
             let Some(key) = self.pool.keys.iter().find(|k| k.key_id == key_id) else {
-                let e = crate::upstash::StoreError::Protocol(format!("reserve_v1 chose unknown key '{key_id}'"));
+                let e = crate::store::upstash::StoreError::Protocol(format!("reserve_v1 chose unknown key '{key_id}'"));
                 return Err(fail(e.into(), attempts));
             };
             let model = &key.model;

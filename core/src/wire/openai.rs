@@ -3,7 +3,7 @@
 //! 400 that names them, never silently dropped.
 
 use crate::error::RouterError;
-use crate::gemini::{GenerateRequest, Reply, Usage};
+use crate::wire::gemini::{GenerateRequest, Reply, Usage};
 use serde_json::{json, Map, Value};
 
 fn bad(code: &'static str, m: impl Into<String>) -> RouterError {

@@ -195,27 +195,7 @@ mod tests {
         Upstash::new(Fake { answers: RefCell::new(answers), sent: RefCell::new(vec![]) })
     }
 
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        futures_executor_lite(f)
-    }
-
-    /// Minimal single-threaded executor: the fakes never pend.
-    fn futures_executor_lite<F: std::future::Future>(f: F) -> F::Output {
-        use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
-        fn noop(_: *const ()) {}
-        fn clone(p: *const ()) -> RawWaker {
-            RawWaker::new(p, &VTABLE)
-        }
-        static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
-        let waker = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
-        let mut cx = Context::from_waker(&waker);
-        let mut f = std::pin::pin!(f);
-        loop {
-            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-                return v;
-            }
-        }
-    }
+    use futures_executor::block_on;
 
     #[test]
     fn single_command_results_and_errors() {

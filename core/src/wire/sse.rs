@@ -1,7 +1,7 @@
 //! Server-Sent Events: splitting the upstream byte stream into events, and tracking what a
 //! Gemini stream has produced so far (text and the last usage seen).
 
-use crate::gemini::{parse_reply, Usage};
+use crate::wire::gemini::{parse_reply, Usage};
 use serde_json::Value;
 
 /// Incremental SSE parser: feed it byte chunks as they arrive, get complete events' `data`.

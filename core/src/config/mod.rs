@@ -4,6 +4,8 @@
 //! `fallbacks`); environment variables carry the limits and switches. Every error names the
 //! field and the reason, and all errors are collected, so `/health` can show them at once.
 
+pub mod auth;
+
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -245,7 +247,7 @@ pub struct Settings {
     /// oldest first. `CONTEXT_BUDGET_TOKENS`.
     pub context_budget_tokens: u64,
     /// Clients and their token digests (`CLIENTS_JSON`).
-    pub clients: crate::auth::Clients,
+    pub clients: crate::config::auth::Clients,
 }
 
 impl Default for Settings {
@@ -268,7 +270,7 @@ impl Default for Settings {
             backoff_cap_ms: 2_000,
             max_body_bytes: 1 << 20,
             context_budget_tokens: 900_000,
-            clients: crate::auth::Clients::default(),
+            clients: crate::config::auth::Clients::default(),
         }
     }
 }
@@ -314,7 +316,7 @@ impl Settings {
         num(&get, "MAX_BODY_BYTES", 1024, 100 << 20, &mut s.max_body_bytes, &mut errors);
         num(&get, "CONTEXT_BUDGET_TOKENS", 100, 10_000_000, &mut s.context_budget_tokens, &mut errors);
         match get("CLIENTS_JSON") {
-            Some(j) => match crate::auth::Clients::parse(&j) {
+            Some(j) => match crate::config::auth::Clients::parse(&j) {
                 Ok(c) => s.clients = c,
                 Err(e) => errors.extend(e),
             },
@@ -378,7 +380,7 @@ mod tests {
 
     #[test]
     fn the_repo_keys_json_is_valid() {
-        KeyPool::parse(include_str!("../keys.json")).unwrap();
+        KeyPool::parse(include_str!("../../../keys.json")).unwrap();
     }
 
     #[test]

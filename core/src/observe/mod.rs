@@ -8,7 +8,7 @@
 
 use crate::config::KeyPool;
 use crate::store::keys;
-use crate::upstash::{Script, StoreError};
+use crate::store::upstash::{Script, StoreError};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -17,8 +17,10 @@ use std::fmt::Write as _;
 /// Version of the `/stats` JSON. Bump it on any change that is not a pure addition.
 pub const SCHEMA_VERSION: u32 = 1;
 
-pub static STATS: Script =
-    Script::new("stats_v1", concat!(include_str!("lua/pacific.lua"), include_str!("lua/stats_v1.lua")));
+pub static STATS: Script = Script::new(
+    "stats_v1",
+    concat!(include_str!("../store/lua/pacific.lua"), include_str!("../store/lua/stats_v1.lua")),
+);
 
 /// Outcome buckets written by `settle_v1`, in display order. `success` is not a failure.
 pub const OUTCOMES: [&str; 8] =

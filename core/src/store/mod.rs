@@ -4,9 +4,11 @@
 //! Every key carries the `{llmr}` hash tag, so each script call touches one Cluster slot.
 //! That puts the router's state on one shard, which is what an atomic multi-key choice needs.
 
+pub mod upstash;
+
 use crate::config::KeyConfig;
 use crate::error::LimitKind;
-use crate::upstash::{Script, StoreError};
+use crate::store::upstash::{Script, StoreError};
 use serde_json::{json, Value};
 
 pub static RESERVE: Script =

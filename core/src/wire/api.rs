@@ -1,9 +1,9 @@
 //! HTTP surface in pure Rust: which route a request is, how its body is checked, and the JSON
 //! shapes the router answers. The wasm layer only moves bytes in and out.
 
-use crate::auth::Scope;
+use crate::config::auth::Scope;
+use crate::engine::Success;
 use crate::error::RouterError;
-use crate::router::Success;
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -314,7 +314,7 @@ pub fn error_body(e: &RouterError) -> Value {
     let status = match e {
         // Gemini's own verdict on the request, exactly as Google said it.
         RouterError::UpstreamRejected { grpc_status, .. } => grpc_status.as_str(),
-        _ => crate::classify::default_grpc(e.status()),
+        _ => crate::engine::classify::default_grpc(e.status()),
     };
     json!({"error": {"code": e.status(), "message": e.message(), "status": status,
         "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": e.code(), "domain": "llm-key-router"}]}})

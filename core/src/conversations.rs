@@ -6,9 +6,9 @@
 //! send is rejected with 409 `conversation_busy` (not queued), so turns never interleave.
 
 use crate::error::RouterError;
-use crate::gemini::GenerateRequest;
 use crate::store::keys;
-use crate::upstash::{Transport, Upstash};
+use crate::store::upstash::{Transport, Upstash};
+use crate::wire::gemini::GenerateRequest;
 use serde_json::{json, Map, Value};
 
 /// `POST /v1/conversations` body.

@@ -75,7 +75,7 @@ pub fn non_text_bytes(req: &Value) -> u64 {
     n
 }
 
-// --- US-Pacific calendar (mirrors src/lua/pacific.lua) ---------------------------------------
+// --- US-Pacific calendar (mirrors core/src/store/lua/pacific.lua) ---------------------------------------
 
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };

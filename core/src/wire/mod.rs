@@ -1,0 +1,6 @@
+//! Wire formats: Gemini's, OpenAI's, the router's own API, and server-sent events.
+
+pub mod api;
+pub mod gemini;
+pub mod openai;
+pub mod sse;
