@@ -122,10 +122,9 @@ fn meta_view(id: &str, fields: &[Value]) -> Value {
 pub fn page(query: &str) -> Result<(u64, u64), RouterError> {
     let mut offset = 0u64;
     let mut limit = 20u64;
-    for kv in query.split('&').filter(|s| !s.is_empty()) {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         let n = || v.parse::<u64>().map_err(|_| bad("invalid_query", format!("{k}: must be a non-negative integer")));
-        match k {
+        match k.as_ref() {
             "offset" => offset = n()?.min(1_000_000),
             "limit" => {
                 limit = n()?;
@@ -314,5 +313,7 @@ mod tests {
         assert_eq!(page("offset=5&limit=2").unwrap(), (5, 2));
         assert_eq!(page("limit=0").unwrap_err().code(), "invalid_query");
         assert_eq!(page("limit=-1").unwrap_err().code(), "invalid_query");
+        // Percent-encoded names and values decode as any client library encodes them.
+        assert_eq!(page("%6Cimit=1%30&offset=%33").unwrap(), (3, 10));
     }
 }

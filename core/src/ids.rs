@@ -1,5 +1,6 @@
-//! Conversation ids: 128 random bits from getrandom, URL-safe, validated strictly so an id can
-//! never smuggle `*`, `:`, `{` or whitespace into a Redis key name.
+//! Names that become parts of Redis keys: configured ids (keys, groups, models, clients) and
+//! conversation ids (128 random bits, URL-safe), validated strictly so no name can smuggle `*`,
+//! `:`, `{` or whitespace into a Redis key name.
 
 /// Prefix + 32 lowercase hex characters (128 bits).
 pub const PREFIX: &str = "conv_";
@@ -11,6 +12,11 @@ pub fn conversation_id_from(bytes: [u8; 16]) -> String {
         s.push_str(&format!("{b:02x}"));
     }
     s
+}
+
+/// Ids, groups and models become parts of Redis key names, so they are held to a strict charset.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 pub fn valid_conversation_id(id: &str) -> bool {

@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -78,23 +79,14 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 fn hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
 }
 
-/// Compares two digests without an early exit, so timing does not reveal a matching prefix.
+/// Compares two digests in constant time, so timing does not reveal a matching prefix.
 fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let mut diff = 0u8;
-    for i in 0..32 {
-        diff |= a[i] ^ b[i];
-    }
-    std::hint::black_box(diff) == 0
+    a.ct_eq(b).into()
 }
 
 impl Clients {
@@ -104,7 +96,7 @@ impl Clients {
         let mut clients = Vec::new();
         for (i, c) in raw.clients.into_iter().enumerate() {
             let at = format!("CLIENTS_JSON.clients[{i}]");
-            if !crate::config::valid_name(&c.id) {
+            if !crate::ids::valid_name(&c.id) {
                 errors.push(format!("{at}.id: must be 1-64 characters of A-Z a-z 0-9 - _ ."));
             }
             if clients.iter().any(|o: &Client| o.id == c.id) {
@@ -173,6 +165,18 @@ pub fn extract_token<'a>(authorization: Option<&'a str>, goog_api_key: Option<&'
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_parse_from_hex_of_either_case_and_compare_exactly() {
+        let d = sha256(b"tok");
+        assert_eq!(hex32(&hex::encode(d)), Some(d));
+        assert_eq!(hex32(&hex::encode_upper(d)), Some(d));
+        assert_eq!(hex32("abc"), None);
+        assert!(ct_eq(&d, &d));
+        let mut e = d;
+        e[31] ^= 1;
+        assert!(!ct_eq(&d, &e));
+    }
 
     fn hex(d: [u8; 32]) -> String {
         d.iter().map(|b| format!("{b:02x}")).collect()

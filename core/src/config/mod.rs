@@ -6,6 +6,8 @@
 
 pub mod auth;
 
+pub use crate::ids::valid_name;
+
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -66,11 +68,6 @@ pub struct KeyConfig {
 pub struct KeyPool {
     pub keys: Vec<KeyConfig>,
     pub fallbacks: BTreeMap<String, Vec<String>>,
-}
-
-/// Ids, groups and models become parts of Redis key names, so they are held to a strict charset.
-pub fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 impl KeyPool {
@@ -174,24 +171,20 @@ impl KeyPool {
     /// A short fingerprint of the pool: a key disabled for an invalid secret stays disabled until
     /// this changes (someone edited keys.json or rotated secrets and redeployed).
     pub fn fingerprint(&self, secrets_digest: &str) -> String {
-        let mut h: u64 = 0xcbf29ce484222325;
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
         for k in &self.keys {
             for part in [&k.key_id, &k.model, &k.quota_group] {
-                for b in part.bytes().chain([0u8]) {
-                    h ^= b as u64;
-                    h = h.wrapping_mul(0x100000001b3);
-                }
+                h.update(part.as_bytes());
+                h.update([0u8]);
             }
             for n in [k.rpm, k.tpm, k.rpd, k.active as u32] {
-                h ^= n as u64;
-                h = h.wrapping_mul(0x100000001b3);
+                h.update(n.to_le_bytes());
             }
         }
-        for b in secrets_digest.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-        format!("{h:016x}")
+        h.update(secrets_digest.as_bytes());
+        // 64 bits are plenty to tell configurations apart, and keep Redis values short.
+        hex::encode(&h.finalize()[..8])
     }
 }
 

@@ -115,7 +115,7 @@ pub fn route(method: &str, path: &str) -> Route {
             return Route::NotFound;
         };
         let model = model.strip_prefix("models/").unwrap_or(model);
-        if !crate::config::valid_name(model) {
+        if !crate::ids::valid_name(model) {
             return Route::NotFound;
         }
         let method = match m {
