@@ -2,7 +2,7 @@
 //! building and response decoding, and randomness from getrandom's JS backend.
 #![cfg(target_arch = "wasm32")]
 
-use llm_key_router::edge::{
+use llm_key_router::fetch::{
     gemini_request, gemini_url, post_init, post_text, read_reply, upstash_url, PostError, WorkerRuntime,
 };
 use llm_key_router_core::engine::Runtime;

@@ -60,7 +60,25 @@ pub fn surface(path: &str) -> Surface {
     }
 }
 
+/// A request's route and the error shape its caller expects, decided together from the path
+/// once, so the glue never classifies a path twice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed {
+    pub route: Route,
+    pub surface: Surface,
+}
+
+pub fn routed(method: &str, path: &str) -> Routed {
+    Routed { route: route(method, path), surface: surface(path) }
+}
+
 impl Route {
+    /// Whether the kill switch (`LLM_MULTI_KEY_ROUTER_ENABLED=false`) refuses this route: every
+    /// route that would call Gemini. Conversations' reads and observability keep working.
+    pub fn calls_upstream(&self) -> bool {
+        matches!(self, Route::Generate | Route::ChatCompletions | Route::Gemini { .. } | Route::ConvSend(_))
+    }
+
     /// Scopes a caller needs for this route (all of them). `/health` needs none.
     pub fn scopes(&self) -> &'static [Scope] {
         match self {
@@ -223,6 +241,10 @@ mod tests {
         assert_eq!(surface("/v1/chat/completions"), Surface::OpenAi);
         assert_eq!(surface("/v1/models/m:generateContent"), Surface::Gemini);
         assert_eq!(surface("/v1/models"), Surface::OpenAi);
+        let r = routed("POST", "/v1beta/models/x:countTokens");
+        assert_eq!(r.surface, Surface::Gemini);
+        assert!(r.route.calls_upstream());
+        assert!(!route("GET", "/v1/conversations").calls_upstream());
     }
 
     #[test]

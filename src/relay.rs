@@ -1,19 +1,19 @@
-//! wasm glue for streaming (SSE relay on both surfaces), `countTokens` and model lists.
+//! The stream relay, on both surfaces.
 //!
-//! Relay rules: failover happened before the first event (in `router::run`); from here the
-//! stream is relayed event by event, never buffered whole. The quota is settled with the last
-//! usage seen even when the stream breaks; a conversation turn is stored before the final
-//! event; a break after the first byte ends with an explicit error event, never silently.
+//! Failover happened before the first event (in the engine); from here the stream is relayed
+//! event by event, never buffered whole. The quota is settled with the last usage seen even
+//! when the stream breaks; a conversation turn is stored before the final event; a break after
+//! the first byte ends with an explicit error event, never silently.
 
-use crate::edge::{log, post_init, post_text, with_timeout, FetchStream, FetchTransport, PostError, WorkerRuntime};
-use llm_key_router_core::config::{KeyPool, Settings};
+use crate::fetch::{with_timeout, FetchStream, FetchTransport, WorkerRuntime};
+use crate::respond::log;
+use llm_key_router_core::config::{LogLevel, Settings};
 use llm_key_router_core::engine::{ChunkSource, PendingStream, Runtime};
-use llm_key_router_core::error::RouterError;
 use llm_key_router_core::store::upstash::Upstash;
-use llm_key_router_core::store::{keys, SETTLE};
+use llm_key_router_core::store::SETTLE;
 use llm_key_router_core::wire::sse::frame;
 use serde_json::{json, Value};
-use worker::*;
+use worker::{Context, Date, Headers, Response, Result};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Mode {
@@ -88,7 +88,7 @@ async fn relay_task(
     mode: Mode,
     transport: FetchTransport,
     idle_ms: u64,
-    level: llm_key_router_core::config::LogLevel,
+    level: LogLevel,
     tx: Tx,
 ) {
     let PendingStream { mut source, mut parser, mut tally, first_events, finish, model_used, .. } = pending;
@@ -143,11 +143,7 @@ async fn relay_task(
         }
     }
     log(
-        if failure.is_some() {
-            llm_key_router_core::config::LogLevel::Warn
-        } else {
-            llm_key_router_core::config::LogLevel::Debug
-        },
+        if failure.is_some() { LogLevel::Warn } else { LogLevel::Debug },
         &level,
         "stream_end",
         json!({"key_id": finish.key.key_id, "model": model_used, "events": tally.events, "complete": failure.is_none(),
@@ -186,115 +182,4 @@ async fn relay_task(
             send(&tx, frame(&e.to_string()));
         }
     }
-}
-
-/// `:countTokens`, forwarded with a key of the model; it uses no generate quota.
-pub(crate) async fn count_tokens(
-    pool: &KeyPool,
-    settings: &Settings,
-    env: &Env,
-    model: &str,
-    body: &Value,
-) -> std::result::Result<(Response, u16), RouterError> {
-    let mut keys: Vec<_> = pool
-        .candidates(model)
-        .filter_map(|k| {
-            llm_key_router_core::config::secret_names(&k.key_id)
-                .iter()
-                .find_map(|n| crate::edge::lookup(env, n))
-                .map(|s| (k, s))
-        })
-        .collect();
-    if keys.is_empty() {
-        return Err(RouterError::ConfigInvalid {
-            errors: vec![format!("no key of model '{model}' has its secret set")],
-        });
-    }
-    let (_, secret) = keys.swap_remove((WorkerRuntime.random_u64() % keys.len() as u64) as usize);
-    let init = post_init(&[("x-goog-api-key", &secret), ("content-type", "application/json")], &body.to_string())
-        .map_err(|_| RouterError::Internal { message: "could not build the countTokens request".into() })?;
-    let url = crate::edge::gemini_url(&settings.gemini_base_url, model, "countTokens");
-    match post_text(&url, init, settings.upstream_timeout_ms).await.map(Some).map_err(|e| match e {
-        PostError::Timeout => None,
-        PostError::Transport(m) => Some(m),
-    }) {
-        Ok(Some(r)) if (200..300).contains(&r.status) => {
-            let v: Value = serde_json::from_str(&r.body).map_err(|_| RouterError::UpstreamUnavailable {
-                message: "upstream answered countTokens with an unreadable body".into(),
-            })?;
-            crate::edge::ok_json(200, &v)
-        }
-        Ok(Some(r)) => match llm_key_router_core::engine::classify::classify(r.status, &r.body) {
-            llm_key_router_core::engine::classify::UpstreamOutcome::RequestRejected {
-                status,
-                grpc_status,
-                message,
-            } => Err(RouterError::UpstreamRejected { status, grpc_status, message }),
-            _ => Err(RouterError::UpstreamUnavailable { message: format!("upstream answered {}", r.status) }),
-        },
-        Ok(None) | Err(None) => Err(RouterError::UpstreamTimeout),
-        Err(Some(e)) => Err(RouterError::UpstreamUnavailable { message: format!("upstream unreachable: {e}") }),
-    }
-}
-
-/// Whether each model has a key with room now: active, secret set, not disabled, not cooling,
-/// under rpm and rpd. One pipelined read.
-pub(crate) async fn model_availability(
-    store: &Upstash<FetchTransport>,
-    pool: &KeyPool,
-    settings: &Settings,
-    secret: &dyn Fn(&str) -> Option<String>,
-) -> std::result::Result<Vec<(String, bool)>, RouterError> {
-    let now = Date::now().as_millis();
-    let day = llm_key_router_core::quota::pacific_day(now as i64).0;
-    let keys_: Vec<_> = pool
-        .keys
-        .iter()
-        .filter(|k| {
-            k.active && llm_key_router_core::config::secret_names(&k.key_id).iter().any(|n| secret(n).is_some())
-        })
-        .collect();
-    let mut cmds = Vec::new();
-    for k in &keys_ {
-        cmds.push(vec![
-            "ZCOUNT".to_string(),
-            keys::log(&k.quota_group, &k.model),
-            format!("({}", now.saturating_sub(settings.window_ms)),
-            "+inf".into(),
-        ]);
-        cmds.push(vec!["HGET".into(), keys::cooldown(&k.quota_group, &k.model), "until".into()]);
-        cmds.push(vec!["HEXISTS".into(), keys::disabled(&k.key_id), "reason".into()]);
-        cmds.push(vec!["HMGET".into(), keys::day(&k.quota_group, &k.model), "day".into(), "count".into()]);
-    }
-    let results = if cmds.is_empty() { vec![] } else { store.pipeline(&cmds).await? };
-    let mut out: Vec<(String, bool)> = pool.models().into_iter().map(|m| (m, false)).collect();
-    for (i, k) in keys_.iter().enumerate() {
-        let r = |j: usize| results.get(4 * i + j).and_then(|r| r.as_ref().ok()).cloned().unwrap_or(Value::Null);
-        let count = r(0).as_u64().unwrap_or(0);
-        let until = r(1).as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-        let disabled = r(2).as_u64() == Some(1);
-        let d = r(3);
-        let dcount = if d[0].as_str().and_then(|s| s.parse::<i64>().ok()) == Some(day) {
-            d[1].as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-        } else {
-            0
-        };
-        if !disabled && until <= now && count < k.rpm as u64 && dcount < k.rpd as u64 {
-            if let Some(e) = out.iter_mut().find(|(m, _)| *m == k.model) {
-                e.1 = true;
-            }
-        }
-    }
-    Ok(out)
-}
-
-pub(crate) fn gemini_models_list(avail: &[(String, bool)]) -> Value {
-    let models: Vec<Value> = avail
-        .iter()
-        .map(|(m, _)| {
-            json!({"name": format!("models/{m}"), "displayName": m,
-                   "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"]})
-        })
-        .collect();
-    json!({"models": models})
 }
