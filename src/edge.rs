@@ -5,7 +5,9 @@ use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use llm_key_router_core::config::{KeyPool, LogLevel, Settings};
 use llm_key_router_core::conversations::{self, Conversations};
-use llm_key_router_core::engine::{Caller, ChunkSource, Router, Runtime, StreamOpen, Upstream, UpstreamError};
+use llm_key_router_core::engine::{
+    secret_from_lookup, Caller, ChunkSource, Router, Runtime, Secrets, StreamOpen, Upstream, UpstreamError,
+};
 use llm_key_router_core::error::RouterError;
 use llm_key_router_core::store::upstash::{HttpReply, StoreError, Transport, Upstash};
 use llm_key_router_core::wire::api::{self, Route};
@@ -32,6 +34,15 @@ thread_local! {
 
 pub(crate) fn lookup(env: &Env, name: &str) -> Option<String> {
     env.secret(name).ok().map(|s| s.to_string()).or_else(|| env.var(name).ok().map(|v| v.to_string()))
+}
+
+/// The engine's secrets port over the environment (`API_KEY_<key_id>`, trimmed).
+struct EnvSecrets<'e>(&'e Env);
+
+impl Secrets for EnvSecrets<'_> {
+    fn api_key(&self, key_id: &str) -> Option<String> {
+        secret_from_lookup(key_id, |n| lookup(self.0, n))
+    }
 }
 
 fn state(env: &Env) -> Rc<State> {
@@ -519,14 +530,13 @@ async fn handle(
         | Route::BadConversationId => return Err(RouterError::Internal { message: "route handled above".into() }),
     };
     let upstream = FetchUpstream { base: settings.gemini_base_url.clone() };
-    let secret = |n: &str| lookup(env, n);
     let router = Router {
         pool,
         settings,
         store: &store,
         upstream: &upstream,
         rt: &WorkerRuntime,
-        secret: &secret,
+        secrets: &EnvSecrets(env),
         cfg_fingerprint: st.fingerprint.clone(),
     };
     let outcome = router.run(&gen, &caller, stream_mode.is_some()).await;
