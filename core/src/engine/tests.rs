@@ -1,1 +1,0 @@
-//! Native engine tests.
