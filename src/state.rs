@@ -2,7 +2,8 @@
 //! parsed and every secret is read exactly once, on the isolate's first request, and shared by
 //! every later request as an `Rc`.
 
-use llm_key_router_core::config::{secret_names, KeyPool, Settings};
+use llm_key_router_core::config::{KeyPool, Settings};
+use llm_key_router_core::engine::{secret_from_lookup, Secrets};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use worker::Env;
@@ -53,8 +54,7 @@ impl State {
         let mut api_keys = BTreeMap::new();
         if let Ok(p) = &pool {
             for k in &p.keys {
-                let secret = secret_names(&k.key_id).iter().find_map(|n| lookup(env, n));
-                if let Some(s) = secret.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) {
+                if let Some(s) = secret_from_lookup(&k.key_id, |n| lookup(env, n)) {
                     api_keys.insert(k.key_id.clone(), s);
                 }
             }
@@ -83,13 +83,9 @@ impl State {
     }
 }
 
-/// The engine's secret lookup by binding name (`API_KEY_<key_id>` or its upper-case form),
-/// answered from the per-isolate cache.
-pub(crate) fn binding(st: &State, name: &str) -> Option<String> {
-    let pool = st.pool.as_ref().ok()?;
-    pool.keys
-        .iter()
-        .find(|k| secret_names(&k.key_id).iter().any(|n| n == name))
-        .and_then(|k| st.api_key(&k.key_id))
-        .map(str::to_string)
+/// The engine's secrets port, answered from the per-isolate cache.
+impl Secrets for State {
+    fn api_key(&self, key_id: &str) -> Option<String> {
+        State::api_key(self, key_id).map(str::to_string)
+    }
 }

@@ -17,4 +17,6 @@ pub mod observe;
 pub mod policy;
 pub mod quota;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod wire;

@@ -116,14 +116,13 @@ fn log_attempts(cx: &Ctx, level: LogLevel, attempts: &[Attempt]) {
 /// One engine run, answered in the caller's shape.
 async fn run(cx: &Ctx<'_>, gen: GenerateRequest, shape: Shape) -> Answer {
     let upstream = FetchUpstream { base: cx.settings.gemini_base_url.clone() };
-    let secret = |name: &str| crate::state::binding(cx.st, name);
     let router = Router {
         pool: cx.pool,
         settings: cx.settings,
         store: &cx.store,
         upstream: &upstream,
         rt: &WorkerRuntime,
-        secret: &secret,
+        secrets: cx.st,
         cfg_fingerprint: cx.st.fingerprint.clone(),
     };
     let mode = shape.stream_mode();

@@ -1,0 +1,339 @@
+//! The walk over candidates, pingora-style: [`Walk::next_offer`] yields what may be tried next
+//! in preference order (the current model's untried keys, then the next model of the fallback
+//! chain when a limit refuses), and [`Router::walk`] just walks it, one reservation, one
+//! upstream call and one settle per step.
+//!
+//! What ends the walk:
+//! - an answer (or a stream's first event): done;
+//! - a request-caused 4xx ([`UpstreamOutcome::RequestRejected`]): back to the caller at once,
+//!   since the same request fails on every key;
+//! - `max_attempts` upstream calls, or the request's deadline;
+//! - a caller-level limit, or a refusal on the last model of the chain.
+//!
+//! What fails over: a 429 (the settle cools the quota group), an invalid key (the settle
+//! disables it), and 5xx/timeout/transport errors (after a jittered backoff).
+
+use super::attempt::{Called, FirstEvents};
+use super::classify::{classify, UpstreamOutcome};
+use super::plan::{keys_with_secret, upstream_body, Plan};
+use super::ports::{QuotaStore, Runtime, Secrets, Upstream, UpstreamError};
+use super::settle::{conv_settle, conversation_turns, settle_spec, Charge, PendingStream, Reserved, StreamFinish};
+use super::{Attempt, Caller, Failure, Outcome, Router, Success};
+use crate::config::{KeyConfig, KeyPool};
+use crate::error::{LimitKind, RouterError};
+use crate::policy::backoff_ms;
+use crate::quota::{estimate_tokens, request_texts, Cooldown};
+use crate::store::CooldownSpec;
+use crate::wire::gemini::{parse_reply, GenerateRequest, Reply, Usage};
+use serde_json::Value;
+
+/// What one step of the walk may reserve: keys of one model, in the pool's order (the
+/// reservation script weighs them).
+pub(super) struct Offer<'p> {
+    pub model: String,
+    pub keys: Vec<&'p KeyConfig>,
+}
+
+/// Where the walk stands: the fallback chain, the keys already tried, the attempts made.
+pub(super) struct Walk {
+    models: Vec<String>,
+    model_idx: usize,
+    pick_model: bool,
+    tried: Vec<String>,
+    attempts: Vec<Attempt>,
+    /// The error to report if the walk runs out, from the last step that failed over.
+    last_error: Option<RouterError>,
+    max_attempts: usize,
+    deadline: u64,
+}
+
+impl Walk {
+    pub fn new(plan: &Plan, max_attempts: usize) -> Walk {
+        Walk {
+            models: plan.models.clone(),
+            model_idx: 0,
+            pick_model: plan.pick_model,
+            tried: Vec::new(),
+            attempts: Vec::new(),
+            last_error: None,
+            max_attempts,
+            deadline: plan.deadline,
+        }
+    }
+
+    /// The next offer, or `None` once `max_attempts` upstream calls were made or the chain is
+    /// exhausted. A model none of whose keys has a secret is skipped (its error kept). Keys
+    /// already tried are left out, unless every key was: transient failures may then retry on
+    /// any of them.
+    pub fn next_offer<'p>(&mut self, pool: &'p KeyPool, secrets: &dyn Secrets) -> Option<Offer<'p>> {
+        while self.attempts.len() < self.max_attempts && self.model_idx < self.models.len() {
+            let model = &self.models[self.model_idx];
+            match keys_with_secret(pool, secrets, model, self.pick_model) {
+                Err(e) => {
+                    self.last_error = Some(e);
+                    self.model_idx += 1;
+                }
+                Ok(with_secret) => {
+                    let untried: Vec<&KeyConfig> =
+                        with_secret.iter().copied().filter(|k| !self.tried.contains(&k.key_id)).collect();
+                    let keys = if untried.is_empty() { with_secret } else { untried };
+                    return Some(Offer { model: model.clone(), keys });
+                }
+            }
+        }
+        None
+    }
+
+    /// A limit refused the reservation. A caller-level limit, or a refusal on the last model,
+    /// ends the walk with that refusal; otherwise the next model of the chain is offered.
+    pub fn refused(
+        &mut self,
+        limit: LimitKind,
+        retry_after_ms: Option<u64>,
+        bucket: Option<(u64, u64)>,
+    ) -> Option<RouterError> {
+        if matches!(limit, LimitKind::ClientRate | LimitKind::GlobalRate) || self.model_idx + 1 >= self.models.len() {
+            return Some(RouterError::NoCapacity { limit, retry_after_ms, bucket });
+        }
+        self.model_idx += 1;
+        None
+    }
+
+    /// The reservation read the conversation's model: from now on the request is for it alone.
+    pub fn pin_model(&mut self, chosen: String) {
+        self.models = vec![chosen];
+        self.model_idx = 0;
+        self.pick_model = false;
+    }
+
+    /// Whether a failed attempt (not yet recorded) may be followed by another.
+    pub fn may_retry(&self, now: u64) -> bool {
+        self.attempts.len() + 1 < self.max_attempts && now < self.deadline
+    }
+
+    pub fn fail(self, error: RouterError) -> Failure {
+        Failure { error, attempts: self.attempts }
+    }
+
+    /// The walk ran out. If every attempt met a 429 (or none was made), tell the caller when
+    /// the first cooldown ends.
+    pub fn exhausted(self, now: u64) -> Failure {
+        let error = match self.last_error {
+            Some(RouterError::NoCapacity { .. }) | None => RouterError::NoCapacity {
+                limit: LimitKind::Cooldown,
+                retry_after_ms: self
+                    .attempts
+                    .iter()
+                    .filter_map(|a| a.cooldown_until)
+                    .min()
+                    .map(|t| t.saturating_sub(now)),
+                bucket: None,
+            },
+            Some(e) => e,
+        };
+        Failure { error, attempts: self.attempts }
+    }
+}
+
+/// What to do after a whole (non-streamed) answer.
+enum Next {
+    Answer { reply: Reply, usage: Usage, raw: Value },
+    FailOver { backoff: bool, error: RouterError },
+    Stop(RouterError),
+}
+
+enum Verdict<S> {
+    Stream(FirstEvents<S>),
+    Whole(Next),
+}
+
+/// The policy: what an upstream result means for the walk, and what the settle records.
+fn judge<S>(result: Result<Called<S>, UpstreamError>) -> (Verdict<S>, Charge, Option<u16>) {
+    let fail_over = |backoff: bool, error: RouterError| Verdict::Whole(Next::FailOver { backoff, error });
+    let reply = match result {
+        Err(UpstreamError::Timeout) => {
+            return (fail_over(true, RouterError::UpstreamTimeout), Charge::kept("timeout"), None);
+        }
+        Err(UpstreamError::Transport(m)) => {
+            let e = RouterError::UpstreamUnavailable { message: format!("upstream unreachable: {m}") };
+            return (fail_over(true, e), Charge::kept("transport"), None);
+        }
+        Ok(Called::Stream(first)) => return (Verdict::Stream(first), Charge::kept("success"), Some(200)),
+        Ok(Called::Whole(reply)) => reply,
+    };
+    let status = Some(reply.status);
+    let (verdict, charge) = match classify(reply.status, &reply.body) {
+        UpstreamOutcome::Success => match serde_json::from_str::<Value>(&reply.body) {
+            Ok(raw) => {
+                let r = parse_reply(&raw);
+                let usage = r.usage.unwrap_or_default();
+                let charge = Charge { usage: r.usage, ..Charge::kept("success") };
+                (Verdict::Whole(Next::Answer { reply: r, usage, raw }), charge)
+            }
+            Err(_) => {
+                let e = RouterError::UpstreamUnavailable {
+                    message: "upstream answered 200 with an unreadable body".into(),
+                };
+                (fail_over(true, e), Charge::kept("transient"))
+            }
+        },
+        UpstreamOutcome::RateLimited(c) => {
+            let cooldown = match c {
+                Cooldown::Delay { ms, reason } => CooldownSpec::Delay { ms, reason },
+                Cooldown::UntilPacificMidnight { reason } => CooldownSpec::UntilPacificMidnight { reason },
+                Cooldown::Unknown => CooldownSpec::Unknown { reason: "429 without details".into() },
+            };
+            let e = RouterError::NoCapacity { limit: LimitKind::Cooldown, retry_after_ms: None, bucket: None };
+            (fail_over(false, e), Charge { cooldown: Some(cooldown), ..Charge::kept("rate_limited") })
+        }
+        UpstreamOutcome::Transient { status } => {
+            let e =
+                RouterError::UpstreamUnavailable { message: format!("upstream answered {status} on every attempt") };
+            (fail_over(true, e), Charge::kept("transient"))
+        }
+        UpstreamOutcome::KeyRejected { reason } => {
+            let e = RouterError::UpstreamUnavailable { message: "every key tried was rejected by the upstream".into() };
+            // Google does not count a request with an invalid key: give the reservation back.
+            (fail_over(false, e), Charge { release: true, disable: Some(reason), ..Charge::kept("key_rejected") })
+        }
+        UpstreamOutcome::RequestRejected { status, grpc_status, message } => {
+            let e = RouterError::UpstreamRejected { status, grpc_status, message };
+            // The caller's fault: the request is not charged, the key is not blamed.
+            (Verdict::Whole(Next::Stop(e)), Charge { release: true, ..Charge::kept("client_error") })
+        }
+    };
+    (verdict, charge, status)
+}
+
+impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
+    pub(super) async fn walk(
+        &self,
+        req: &GenerateRequest,
+        caller: &Caller,
+        stream: bool,
+        plan: Plan,
+    ) -> Result<Outcome<U::Stream>, Failure> {
+        let settings = self.settings;
+        let mut walk = Walk::new(&plan, settings.max_attempts as usize);
+        let mut conv = plan.conv.clone();
+        while let Some(offer) = walk.next_offer(self.pool, self.secrets) {
+            let rid = format!("{}:{}", plan.request_id, walk.attempts.len());
+            let offered_model = offer.model.clone();
+            let first = walk.attempts.is_empty();
+            let granted = match self.reserve(&plan, offer, rid.clone(), caller, conv.clone(), first).await {
+                Ok(g) => g,
+                Err(super::reserve::Denied::Stop(e)) => return Err(walk.fail(e)),
+                Err(super::reserve::Denied::Refused { limit, retry_after_ms, bucket }) => {
+                    match walk.refused(limit, retry_after_ms, bucket) {
+                        Some(e) => return Err(walk.fail(e)),
+                        None => continue,
+                    }
+                }
+            };
+            if walk.pick_model {
+                walk.pin_model(granted.chosen_model.unwrap_or(offered_model));
+                if let Some(c) = conv.as_mut() {
+                    c.pick_model = false;
+                }
+            }
+            let key = granted.key;
+            let (body, omitted_turns) = upstream_body(req, &granted.history, granted.system, settings);
+            let secret = self.secrets.api_key(&key.key_id).unwrap_or_default();
+            let t0 = self.rt.now_ms();
+            // The upstream timeout shrinks to what is left of the request's deadline.
+            let timeout = settings.upstream_timeout_ms.min(plan.deadline.saturating_sub(t0).max(1));
+            let result = self.call_upstream(&key.model, &secret, body, timeout, stream).await;
+            let elapsed = self.rt.now_ms().saturating_sub(t0);
+            let (verdict, charge, status) = judge(result);
+            let attempt = |outcome, cooldown_until| Attempt {
+                key_id: key.key_id.clone(),
+                model: key.model.clone(),
+                outcome,
+                status,
+                cooldown_until,
+                duration_ms: elapsed,
+            };
+            let reserved = Reserved { key, client_id: &caller.client_id, rid, day: granted.day };
+            let next = match verdict {
+                Verdict::Stream(first) => {
+                    walk.attempts.push(attempt("success", None));
+                    let finish = StreamFinish {
+                        key: key.clone(),
+                        client_id: caller.client_id.clone(),
+                        rid: reserved.rid,
+                        day: reserved.day,
+                        conv,
+                        new_contents: req.contents.clone(),
+                        new_texts_est: estimate_tokens(request_texts(&plan.bare_body), settings.estimator),
+                        ttl_s: settings.conversation_ttl_seconds,
+                        estimator: settings.estimator,
+                        started_at: t0,
+                    };
+                    return Ok(Outcome::Stream(PendingStream::new(first, finish, walk.attempts, omitted_turns)));
+                }
+                Verdict::Whole(next) => next,
+            };
+            let will_retry = matches!(next, Next::FailOver { .. }) && walk.may_retry(self.rt.now_ms());
+            // A retry keeps the conversation locked (the next reservation re-enters its own
+            // lock); any other end unlocks it, appending the turn only on an answer.
+            let conv_part = match (&conv, &next) {
+                (Some(_), _) if will_retry => None,
+                (Some(c), Next::Answer { reply, usage, .. }) => {
+                    let turns = conversation_turns(&req.contents, t0, &reply.text, usage, self.rt.now_ms());
+                    let texts = request_texts(&plan.bare_body).into_iter().chain([reply.text.as_str()]);
+                    let est = estimate_tokens(texts, settings.estimator);
+                    Some(conv_settle(c, settings.conversation_ttl_seconds, turns, usage.total, est))
+                }
+                (Some(c), _) => Some(conv_settle(c, settings.conversation_ttl_seconds, Vec::new(), 0, 0)),
+                (None, _) => None,
+            };
+            let outcome = charge.outcome;
+            let spec = settle_spec(reserved, charge, &self.cfg_fingerprint, conv_part);
+            let settled = self.store.settle(&spec).await;
+            walk.attempts.push(attempt(outcome, settled.as_ref().ok().and_then(|s| s.cooldown_until)));
+            match next {
+                Next::Answer { reply, usage, raw } => {
+                    // The answer exists; if the settle failed, the conversation turn may be
+                    // missing, so say so instead of acknowledging it.
+                    let message_count = match settled {
+                        Ok(s) => s.message_count,
+                        Err(e) if conv.is_some() => return Err(walk.fail(e.into())),
+                        Err(_) => None,
+                    };
+                    return Ok(Outcome::Done(Success {
+                        reply,
+                        raw,
+                        usage,
+                        model_used: key.model.clone(),
+                        key_id: key.key_id.clone(),
+                        attempts: walk.attempts,
+                        omitted_turns,
+                        message_count,
+                    }));
+                }
+                Next::Stop(e) => return Err(walk.fail(e)),
+                Next::FailOver { backoff, error } => {
+                    walk.last_error = Some(error);
+                    walk.tried.push(key.key_id.clone());
+                    if !will_retry {
+                        break;
+                    }
+                    if backoff {
+                        self.back_off(walk.attempts.len() as u32 - 1, plan.deadline).await;
+                    }
+                }
+            }
+        }
+        Err(walk.exhausted(self.rt.now_ms()))
+    }
+
+    /// Sleeps a jittered, capped exponential delay before retry `retry`, never past the deadline.
+    async fn back_off(&self, retry: u32, deadline: u64) {
+        let unit = self.rt.random_unit();
+        let wait = backoff_ms(retry, self.settings.backoff_base_ms, self.settings.backoff_cap_ms, unit)
+            .min(deadline.saturating_sub(self.rt.now_ms()));
+        if wait > 0 {
+            self.rt.sleep(wait).await;
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Phase 1, before any round trip: which models may serve the request (the model, then its
+//! fallback chain if the caller allowed it), which keys of a model may be offered (active, with
+//! a secret), what the prompt is estimated to cost, and the conversation lock to take.
+
+use super::ports::{Runtime, Secrets};
+use super::{Caller, Router};
+use crate::config::{Estimator, KeyConfig, KeyPool, Settings};
+use crate::error::RouterError;
+use crate::quota::{estimate_tokens, non_text_bytes, request_texts};
+use crate::store::{keys, Bucket, ConvLock};
+use crate::wire::gemini::GenerateRequest;
+use serde_json::{json, Value};
+
+/// How long a streamed conversation send may hold the conversation's lock.
+pub(super) const STREAM_LOCK_MS: u64 = 600_000;
+
+/// Everything decided once per request.
+pub(super) struct Plan {
+    /// Prefix of every reservation id of this request (`{request_id}:{attempt}`), and the
+    /// conversation's lock id, so retries re-enter their own lock.
+    pub request_id: String,
+    /// The requested model, then its fallbacks in preference order.
+    pub models: Vec<String>,
+    /// A conversation send that named no model: the reservation picks the conversation's own.
+    pub pick_model: bool,
+    pub conv: Option<ConvLock>,
+    /// The request as Gemini would get it without stored history: the estimate's base, and the
+    /// text of the new turns that a settle adds to the conversation's estimate.
+    pub bare_body: Value,
+    /// Tokens reserved before the call. `to_gemini` already carries the system instruction, so
+    /// it is counted once; inline data counts by its bytes.
+    pub est: u64,
+    /// Absolute time after which no new attempt starts.
+    pub deadline: u64,
+}
+
+impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
+    pub(super) fn plan(&self, req: &GenerateRequest, caller: &Caller, stream: bool) -> Result<Plan, RouterError> {
+        if !self.pool.serves(&req.model) {
+            return Err(RouterError::UnknownModel { model: req.model.clone() });
+        }
+        let started = self.rt.now_ms();
+        let mut models = vec![req.model.clone()];
+        if req.allow_fallback {
+            models.extend(self.pool.fallbacks.get(&req.model).cloned().unwrap_or_default());
+        }
+        let request_id = self.rt.random_hex(16);
+        // A conversation send that named no model uses the conversation's own, which the
+        // reservation script reads: candidates of every model are offered, the script filters.
+        let pick_model = req.model_from_conversation && req.conversation_id.is_some();
+        let conv = req.conversation_id.as_ref().map(|id| ConvLock {
+            pick_model,
+            id: id.clone(),
+            owner: caller.client_id.clone(),
+            lock_id: request_id.clone(),
+            // A stream holds the lock until its settle, which may be long after the deadline of
+            // the first byte; the settle releases it as soon as the stream ends.
+            lock_ms: if stream { STREAM_LOCK_MS } else { self.settings.request_deadline_ms + 5_000 },
+        });
+        let bare_body = req.to_gemini(&[]);
+        let est = estimate_tokens(request_texts(&bare_body), self.settings.estimator) + non_text_bytes(&bare_body);
+        Ok(Plan {
+            request_id,
+            models,
+            pick_model,
+            conv,
+            bare_body,
+            est,
+            deadline: started + self.settings.request_deadline_ms,
+        })
+    }
+}
+
+/// Keys that may be offered for `model`: active and with a secret. While the conversation's
+/// model is still unknown (`pick_model`), every active key with a secret; the script filters.
+///
+/// Fails (as a config error) when none has its secret: the request cannot leave the worker.
+pub(super) fn keys_with_secret<'p>(
+    pool: &'p KeyPool,
+    secrets: &dyn Secrets,
+    model: &str,
+    pick_model: bool,
+) -> Result<Vec<&'p KeyConfig>, RouterError> {
+    let keys: Vec<&KeyConfig> = if pick_model {
+        pool.keys.iter().filter(|k| k.active && secrets.api_key(&k.key_id).is_some()).collect()
+    } else {
+        pool.candidates(model).filter(|k| secrets.api_key(&k.key_id).is_some()).collect()
+    };
+    if keys.is_empty() {
+        return Err(RouterError::ConfigInvalid {
+            errors: vec![format!("no key of model '{model}' has its secret API_KEY_<key_id> set")],
+        });
+    }
+    Ok(keys)
+}
+
+/// The caller's and the global token buckets, charged by the first reservation only.
+pub(super) fn buckets(settings: &Settings, caller: &Caller) -> Vec<Bucket> {
+    vec![
+        Bucket {
+            key: keys::client_bucket(&caller.client_id),
+            name: "client",
+            rate_per_min: caller.rpm,
+            burst: caller.burst,
+        },
+        Bucket {
+            key: keys::GLOBAL_BUCKET.to_string(),
+            name: "global",
+            rate_per_min: settings.global_rpm_max,
+            burst: settings.global_burst_max,
+        },
+    ]
+}
+
+/// The body sent upstream: the stored history (trimmed to the context budget) before the new
+/// turns, and the conversation's stored system instruction unless the request carries one.
+/// Returns the body and how many stored turns were left out.
+pub(super) fn upstream_body(
+    req: &GenerateRequest,
+    stored: &[String],
+    stored_system: Option<String>,
+    settings: &Settings,
+) -> (String, usize) {
+    let (history, omitted) = upstream_history(stored, settings.context_budget_tokens, settings.estimator);
+    let mut upstream_req = req.clone();
+    if upstream_req.system.is_none() && !upstream_req.passthrough.contains_key("systemInstruction") {
+        upstream_req.system = stored_system;
+    }
+    (upstream_req.to_gemini(&history).to_string(), omitted)
+}
+
+/// Stored turns as sent upstream (only `role` and `parts`), leaving out the oldest turns while
+/// the estimate exceeds the context budget. They stay in storage. Turns are dropped in
+/// user+model pairs so the history still starts with a user turn.
+pub fn upstream_history(stored: &[String], budget: u64, estimator: Estimator) -> (Vec<Value>, usize) {
+    let turns: Vec<Value> = stored
+        .iter()
+        .filter_map(|t| serde_json::from_str::<Value>(t).ok())
+        .map(|t| json!({"role": t["role"], "parts": t["parts"]}))
+        .collect();
+    let sizes: Vec<u64> =
+        turns.iter().map(|t| estimate_tokens(request_texts(&json!({"contents": [t]})), estimator)).collect();
+    let mut total: u64 = sizes.iter().sum();
+    let mut start = 0;
+    while total > budget && start < turns.len() {
+        let step = if start + 1 < turns.len() { 2 } else { 1 };
+        for s in &sizes[start..start + step] {
+            total -= s;
+        }
+        start += step;
+    }
+    (turns[start..].to_vec(), start)
+}

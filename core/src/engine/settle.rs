@@ -1,0 +1,168 @@
+//! Phase 5: the settle that follows every attempt that reserved a key. It replaces the
+//! estimate with the real usage, records the outcome (a cooldown, a disabled key), and unlocks
+//! the conversation, appending the turn when the send succeeded.
+//!
+//! The conversation turn's JSON is built here and only here ([`conversation_turns`]), for
+//! unary answers and for streams alike, so the two cannot drift apart.
+
+use super::attempt::FirstEvents;
+use super::Attempt;
+use crate::config::{Estimator, KeyConfig};
+use crate::quota::estimate_tokens;
+use crate::store::{settle_call, ConvLock, ConvSettle, CooldownSpec, SettleSpec};
+use crate::wire::gemini::Usage;
+use crate::wire::sse::{SseParser, StreamTally};
+use serde_json::{json, Value};
+
+/// The accounting half of an attempt's verdict: what the settle writes about the key.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Charge {
+    /// "success", "rate_limited", "transient", "key_rejected", "client_error", "timeout",
+    /// "transport", "stream_cut".
+    pub outcome: &'static str,
+    /// Give the reservation back: Google did not count the request against the project.
+    pub release: bool,
+    /// The real usage, when the answer reported it; otherwise the estimate stays (it is an
+    /// upper bound).
+    pub usage: Option<Usage>,
+    pub cooldown: Option<CooldownSpec>,
+    /// Why the key is disabled (until the config fingerprint changes).
+    pub disable: Option<String>,
+}
+
+impl Charge {
+    pub fn kept(outcome: &'static str) -> Charge {
+        Charge { outcome, release: false, usage: None, cooldown: None, disable: None }
+    }
+}
+
+/// Identifies the reservation a settle closes.
+pub(super) struct Reserved<'k> {
+    pub key: &'k KeyConfig,
+    pub client_id: &'k str,
+    pub rid: String,
+    pub day: i64,
+}
+
+pub(super) fn settle_spec<'k>(
+    r: Reserved<'k>,
+    charge: Charge,
+    cfg_fingerprint: &str,
+    conv: Option<ConvSettle>,
+) -> SettleSpec<'k> {
+    let usage = charge.usage.unwrap_or_default();
+    SettleSpec {
+        key: r.key,
+        client_id: r.client_id,
+        rid: r.rid,
+        day: r.day,
+        outcome: charge.outcome,
+        release: charge.release,
+        input: charge.usage.map(|u| u.input),
+        output: usage.output,
+        thoughts: usage.thoughts,
+        cooldown: charge.cooldown,
+        disable: charge.disable.map(|reason| (reason, cfg_fingerprint.to_string())),
+        conv,
+    }
+}
+
+/// The turns a successful send appends to its conversation: the new turn(s) as sent (stamped
+/// with when they were sent), then the model's answer with its usage.
+pub fn conversation_turns(
+    new_contents: &[Value],
+    sent_at: u64,
+    answer: &str,
+    usage: &Usage,
+    answered_at: u64,
+) -> Vec<String> {
+    let mut turns: Vec<String> = new_contents
+        .iter()
+        .map(|c| json!({"role": c["role"], "parts": c["parts"], "at": sent_at}).to_string())
+        .collect();
+    turns.push(json!({"role": "model", "parts": [{"text": answer}], "at": answered_at, "usage": usage}).to_string());
+    turns
+}
+
+/// The conversation half of a settle: unlock, and append `turns` if any (none on failure).
+pub(super) fn conv_settle(lock: &ConvLock, ttl_s: u64, turns: Vec<String>, tokens: u64, est: u64) -> ConvSettle {
+    ConvSettle { id: lock.id.clone(), lock_id: lock.lock_id.clone(), turns, ttl_s, tokens, est }
+}
+
+/// A stream whose first event has arrived: failover is over, relaying starts. The caller
+/// relays `first_events` then the rest of `source`, and settles with [`StreamFinish`].
+pub struct PendingStream<S> {
+    pub source: S,
+    pub parser: SseParser,
+    pub tally: StreamTally,
+    pub first_events: Vec<String>,
+    pub finish: StreamFinish,
+    pub attempts: Vec<Attempt>,
+    pub model_used: String,
+    pub key_id: String,
+    pub omitted_turns: usize,
+}
+
+impl<S> PendingStream<S> {
+    pub(super) fn new(
+        first: FirstEvents<S>,
+        finish: StreamFinish,
+        attempts: Vec<Attempt>,
+        omitted_turns: usize,
+    ) -> Self {
+        PendingStream {
+            source: first.source,
+            parser: first.parser,
+            tally: first.tally,
+            first_events: first.events,
+            model_used: finish.key.model.clone(),
+            key_id: finish.key.key_id.clone(),
+            finish,
+            attempts,
+            omitted_turns,
+        }
+    }
+}
+
+/// Everything needed to settle a streamed attempt once the stream has ended (or broken).
+#[derive(Debug, Clone)]
+pub struct StreamFinish {
+    pub key: KeyConfig,
+    pub client_id: String,
+    pub rid: String,
+    pub day: i64,
+    pub conv: Option<ConvLock>,
+    pub new_contents: Vec<Value>,
+    pub new_texts_est: u64,
+    pub ttl_s: u64,
+    pub estimator: Estimator,
+    pub started_at: u64,
+}
+
+impl StreamFinish {
+    /// The settle of a stream that ended (`complete`) or broke. A complete stream appends the
+    /// conversation turn; a broken one only unlocks. Usage is the last seen; if none was seen,
+    /// the estimate stays (it is an upper bound).
+    pub fn settle_spec(&self, tally: &StreamTally, complete: bool, now_ms: u64) -> SettleSpec<'_> {
+        let usage = tally.usage.unwrap_or_default();
+        let conv = self.conv.as_ref().map(|c| {
+            let turns = if complete {
+                conversation_turns(&self.new_contents, self.started_at, &tally.text, &usage, now_ms)
+            } else {
+                Vec::new()
+            };
+            let est = self.new_texts_est + estimate_tokens([tally.text.as_str()], self.estimator);
+            conv_settle(c, self.ttl_s, turns, usage.total, est)
+        });
+        let charge = Charge { usage: tally.usage, ..Charge::kept(if complete { "success" } else { "stream_cut" }) };
+        let reserved = Reserved { key: &self.key, client_id: &self.client_id, rid: self.rid.clone(), day: self.day };
+        // A stream never disables a key, so the fingerprint is never written.
+        settle_spec(reserved, charge, "", conv)
+    }
+
+    /// KEYS/ARGV of [`StreamFinish::settle_spec`] for `settle_v1`, for glue that calls the
+    /// script itself after the relay.
+    pub fn settle_call(&self, tally: &StreamTally, complete: bool, now_ms: u64) -> (Vec<String>, Vec<String>) {
+        settle_call(&self.settle_spec(tally, complete, now_ms))
+    }
+}

@@ -1,0 +1,232 @@
+//! The walk: failover on 429 and bad keys, retries with backoff, the bounds (attempts,
+//! deadline), the fallback chain, and the errors that stop before any call.
+
+use super::*;
+use crate::error::{LimitKind, RouterError};
+use crate::store::upstash::StoreError;
+use crate::store::CooldownSpec;
+use crate::testing::bodies;
+
+const PER_MINUTE_ID: &str = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier";
+
+#[test]
+fn per_minute_429_cools_the_group_with_its_retry_info_and_fails_over() {
+    let w = World::new([Answer::reply(429, bodies::quota_per_minute(FLASH, 17)), ok("hi")]);
+    let s = w.generate(&req(FLASH, "hello")).unwrap();
+    assert_eq!((s.key_id.as_str(), s.reply.text.as_str()), ("k2", "hi"));
+    assert_eq!(w.keys_called(), ["k1", "k2"]);
+    let settles = w.store.settles();
+    assert_eq!(w.outcomes(), ["rate_limited", "success"]);
+    assert_eq!(settles[0].cooldown, Some(CooldownSpec::Delay { ms: 17_000, reason: format!("429 {PER_MINUTE_ID}") }));
+    assert!(!settles[0].release && settles[0].disable.is_none());
+    assert_eq!(s.attempts[0].cooldown_until, Some(FakeClock::START + 17_000));
+    // A 429 is the quota's answer, not an outage: no backoff before the next key.
+    assert!(w.rt.sleeps().is_empty());
+}
+
+#[test]
+fn per_day_429_cools_until_pacific_midnight() {
+    let w = World::new([Answer::reply(429, bodies::quota_per_day(FLASH, 40)), ok("hi")]);
+    w.generate(&req(FLASH, "hello")).unwrap();
+    let reason = "429 GenerateRequestsPerDayPerProjectPerModel-FreeTier".to_string();
+    assert_eq!(w.store.settles()[0].cooldown, Some(CooldownSpec::UntilPacificMidnight { reason }));
+}
+
+#[test]
+fn undetailed_429_writes_an_unknown_cooldown() {
+    let w = World::new([Answer::reply(429, bodies::exhausted_no_details()), ok("hi")]);
+    w.generate(&req(FLASH, "hello")).unwrap();
+    let reason = "429 without details".to_string();
+    assert_eq!(w.store.settles()[0].cooldown, Some(CooldownSpec::Unknown { reason }));
+}
+
+#[test]
+fn every_attempt_429_answers_no_capacity_with_the_earliest_cooldown_end() {
+    let w = World::new([30, 20, 40].map(|s| Answer::reply(429, bodies::quota_per_minute(FLASH, s))));
+    let f = w.generate(&req(FLASH, "hello")).unwrap_err();
+    let retry_after_ms = Some(20_000);
+    assert_eq!(f.error, RouterError::NoCapacity { limit: LimitKind::Cooldown, retry_after_ms, bucket: None });
+    assert_eq!(w.keys_called(), ["k1", "k2", "k3"]);
+    assert_eq!(f.attempts.len(), 3);
+}
+
+#[test]
+fn invalid_key_is_disabled_with_its_reason_released_and_fails_over() {
+    let w = World::new([Answer::reply(400, bodies::invalid_key()), ok("hi")]);
+    let s = w.generate(&req(FLASH, "hello")).unwrap();
+    assert_eq!(s.key_id, "k2");
+    let first = &w.store.settles()[0];
+    assert_eq!(first.outcome, "key_rejected");
+    assert!(first.release, "Google does not count a request with an invalid key");
+    assert_eq!(first.disable, Some(("400 API_KEY_INVALID".to_string(), "cfg-1".to_string())));
+    assert_eq!(first.cooldown, None);
+    assert_eq!(w.store.disabled().keys().collect::<Vec<_>>(), ["k1"]);
+    assert!(w.rt.sleeps().is_empty());
+}
+
+#[test]
+fn service_blocked_403_disables_the_key() {
+    let w = World::new([Answer::reply(403, bodies::service_blocked()), ok("hi")]);
+    w.generate(&req(FLASH, "hello")).unwrap();
+    let disable = w.store.settles()[0].disable.clone();
+    assert_eq!(disable, Some(("403 API_KEY_SERVICE_BLOCKED".to_string(), "cfg-1".to_string())));
+}
+
+#[test]
+fn resource_403_goes_back_to_the_caller_without_failover_disable_or_cooldown() {
+    let w = World::new([Answer::reply(403, bodies::file_denied("abc123")), ok("never")]);
+    let f = w.generate(&req(FLASH, "summarise files/abc123")).unwrap_err();
+    match &f.error {
+        RouterError::UpstreamRejected { status: 403, grpc_status, message } => {
+            assert_eq!(grpc_status, "PERMISSION_DENIED");
+            assert!(message.contains("File abc123"), "{message}");
+        }
+        e => panic!("expected UpstreamRejected, got {e:?}"),
+    }
+    assert_eq!(w.upstream.calls().len(), 1);
+    assert_eq!(w.upstream.unused(), 1);
+    let s = &w.store.settles()[0];
+    assert_eq!((s.outcome, s.release, s.disable.clone(), s.cooldown.clone()), ("client_error", true, None, None));
+    assert!(w.store.disabled().is_empty() && w.store.cooling().is_empty());
+}
+
+#[test]
+fn server_errors_retry_with_backoff_on_untried_keys() {
+    let w = World::new([Answer::reply(500, bodies::internal()), Answer::reply(503, bodies::unavailable()), ok("hi")]);
+    let s = w.generate(&req(FLASH, "hello")).unwrap();
+    assert_eq!(s.key_id, "k3");
+    assert_eq!(w.keys_called(), ["k1", "k2", "k3"]);
+    // Full jitter at one half: 100 ms * 2^0 / 2, then 100 ms * 2^1 / 2.
+    assert_eq!(w.rt.sleeps(), [50, 100]);
+    assert_eq!(w.outcomes(), ["transient", "transient", "success"]);
+    let reserves = w.store.reserves();
+    assert_eq!(reserves[1].candidates, ["k2", "k3"], "a tried key is offered again only when all were");
+    assert!(reserves[0].rid.ends_with(":0") && reserves[2].rid.ends_with(":2"));
+    assert_eq!(reserves[0].buckets, ["client", "global"]);
+    assert!(reserves[1].buckets.is_empty(), "the caller's rate counts requests, not attempts");
+}
+
+#[test]
+fn transport_errors_and_timeouts_retry_too() {
+    let w = World::new([Answer::Transport("connection refused".into()), Answer::Timeout, ok("hi")]);
+    w.generate(&req(FLASH, "hello")).unwrap();
+    assert_eq!(w.outcomes(), ["transport", "timeout", "success"]);
+    assert_eq!(w.rt.sleeps().len(), 2);
+}
+
+#[test]
+fn max_attempts_bounds_the_upstream_calls() {
+    let mut w = World::new([500, 503, 500].map(|s| Answer::reply(s, bodies::internal())));
+    w.settings.max_attempts = 2;
+    let f = w.generate(&req(FLASH, "hello")).unwrap_err();
+    let message = "upstream answered 503 on every attempt".to_string();
+    assert_eq!(f.error, RouterError::UpstreamUnavailable { message });
+    assert_eq!(w.upstream.calls().len(), 2);
+    assert_eq!(w.upstream.unused(), 1);
+    // No sleep after the last attempt: nothing follows it.
+    assert_eq!(w.rt.sleeps(), [50]);
+}
+
+#[test]
+fn the_deadline_stops_retries_and_shrinks_the_upstream_timeout() {
+    let mut w = World::new([Answer::Timeout, Answer::Timeout, ok("never")]);
+    w.settings.request_deadline_ms = 45_000;
+    w.settings.upstream_timeout_ms = 30_000;
+    let f = w.generate(&req(FLASH, "hello")).unwrap_err();
+    assert_eq!(f.error, RouterError::UpstreamTimeout);
+    let timeouts: Vec<u64> = w.upstream.calls().iter().map(|c| c.timeout_ms).collect();
+    // 30 s, a 50 ms backoff, then only what is left of the 45 s.
+    assert_eq!(timeouts, [30_000, 14_950]);
+    assert_eq!(w.rt.sleeps(), [50]);
+    assert_eq!(w.clock.now(), FakeClock::START + 45_000);
+    assert_eq!(w.upstream.unused(), 1, "no attempt starts after the deadline");
+}
+
+#[test]
+fn fallback_model_serves_when_the_primary_is_refused_and_allowed() {
+    let w = World::new([ok("from flash")]);
+    w.store.refuse(Some(PRO), LimitKind::Rpm, Some(5_000));
+    let mut r = req(PRO, "hello");
+    r.allow_fallback = true;
+    let s = w.generate(&r).unwrap();
+    assert_eq!((s.model_used.as_str(), s.key_id.as_str()), (FLASH, "k1"));
+    let models: Vec<_> = w.store.reserves().iter().map(|r| r.model.clone().unwrap()).collect();
+    assert_eq!(models, [PRO, FLASH]);
+    assert_eq!(w.upstream.calls()[0].model, FLASH);
+}
+
+#[test]
+fn without_allow_fallback_a_refusal_is_a_429() {
+    let w = World::new([]);
+    w.store.refuse(Some(PRO), LimitKind::Rpm, Some(5_000));
+    let f = w.generate(&req(PRO, "hello")).unwrap_err();
+    let retry_after_ms = Some(5_000);
+    assert_eq!(f.error, RouterError::NoCapacity { limit: LimitKind::Rpm, retry_after_ms, bucket: None });
+    assert_eq!(w.store.reserves().len(), 1);
+}
+
+#[test]
+fn a_caller_limit_ends_the_walk_even_with_fallbacks() {
+    let w = World::new([]);
+    w.store.refuse(None, LimitKind::ClientRate, Some(1_000));
+    let mut r = req(PRO, "hello");
+    r.allow_fallback = true;
+    let f = w.generate(&r).unwrap_err();
+    assert!(matches!(f.error, RouterError::NoCapacity { limit: LimitKind::ClientRate, .. }), "{:?}", f.error);
+    assert_eq!(w.store.reserves().len(), 1);
+}
+
+#[test]
+fn settle_carries_the_real_usage() {
+    let w = World::new([Answer::reply(200, bodies::ok("forty-two", 42, 7))]);
+    let s = w.generate(&req(FLASH, "what is six times seven?")).unwrap();
+    assert_eq!((s.usage.input, s.usage.output, s.usage.total), (42, 7, 49));
+    let settle = &w.store.settles()[0];
+    assert_eq!((settle.input, settle.output, settle.release), (Some(42), 7, false));
+    // Reserved before the call: the prompt's UTF-8 bytes, an upper bound.
+    assert_eq!(w.store.reserves()[0].est, "what is six times seven?".len() as u64);
+}
+
+#[test]
+fn a_store_error_on_reserve_is_store_unavailable() {
+    let w = World::new([]);
+    w.store.fail_reserve(StoreError::Timeout);
+    let f = w.generate(&req(FLASH, "hello")).unwrap_err();
+    assert_eq!(f.error, RouterError::StoreUnavailable { message: "timed out".into() });
+    assert!(w.upstream.calls().is_empty());
+}
+
+#[test]
+fn an_unknown_model_is_refused_before_any_round_trip() {
+    let w = World::new([]);
+    let f = w.generate(&req("gemini-9", "hello")).unwrap_err();
+    assert_eq!(f.error, RouterError::UnknownModel { model: "gemini-9".into() });
+    assert!(w.store.reserves().is_empty());
+}
+
+#[test]
+fn no_secret_set_is_a_config_error_and_blank_counts_as_unset() {
+    let mut w = World::new([]);
+    w.secrets = FakeSecrets::default().with("k1", "  \n");
+    let f = w.generate(&req(FLASH, "hello")).unwrap_err();
+    assert!(matches!(&f.error, RouterError::ConfigInvalid { errors } if errors[0].contains(FLASH)), "{:?}", f.error);
+    assert!(w.store.reserves().is_empty());
+}
+
+#[test]
+fn only_keys_with_a_secret_are_offered_and_the_secret_is_trimmed() {
+    let mut w = World::new([ok("hi")]);
+    w.secrets = FakeSecrets::default().with("k2", " AIzaSyK2-secret-value-0000000000000\n");
+    w.generate(&req(FLASH, "hello")).unwrap();
+    assert_eq!(w.store.reserves()[0].candidates, ["k2"]);
+    assert_eq!(w.upstream.calls()[0].api_key, "AIzaSyK2-secret-value-0000000000000");
+}
+
+#[test]
+fn a_prompt_larger_than_every_key_tpm_is_refused() {
+    let w = World::new([]);
+    let prompt = "a".repeat(300_000);
+    let f = w.generate(&req(FLASH, &prompt)).unwrap_err();
+    assert_eq!(f.error, RouterError::PromptTooLarge { estimate: 300_000 });
+    assert!(w.upstream.calls().is_empty());
+}
