@@ -451,7 +451,9 @@ async fn handle(
             GenerateRequest::from_gemini(&body, &model, conv_id)?
         }
         Route::Models | Route::GeminiModels => {
-            let avail = crate::edge_stream::model_availability(&store, pool, settings, &|n| lookup(env, n)).await?;
+            let avail =
+                crate::edge_stream::model_availability(&store, pool, settings, &st.fingerprint, &|n| lookup(env, n))
+                    .await?;
             let body = if route == Route::Models {
                 llm_key_router_core::wire::openai::models_list(&avail)
             } else {

@@ -19,9 +19,7 @@ async fn read_stats(
 ) -> std::result::Result<observe::Stats, RouterError> {
     let clients: Vec<String> = settings.clients.clients.iter().map(|c| c.id.clone()).collect();
     let layout = Layout::new(pool, &clients);
-    let (keys, args) = observe::stats_call(pool, &layout, settings.window_ms);
-    let v = store.eval(&observe::STATS, &keys, &args).await?;
-    let raw = observe::parse_stats(&v, &layout, pool.keys.len())?;
+    let raw = observe::read_stats(store, pool, &layout, settings.window_ms).await?;
     Ok(observe::build_stats(pool, &layout, &raw, fingerprint, settings.window_ms))
 }
 

@@ -6,11 +6,12 @@
 //! event; a break after the first byte ends with an explicit error event, never silently.
 
 use crate::edge::{log, post_init, post_text, with_timeout, FetchStream, FetchTransport, PostError, WorkerRuntime};
-use llm_key_router_core::config::{KeyPool, Settings};
+use llm_key_router_core::config::{KeyConfig, KeyPool, Settings};
 use llm_key_router_core::engine::{ChunkSource, PendingStream, Runtime};
 use llm_key_router_core::error::RouterError;
+use llm_key_router_core::observe::AvailabilityRead;
 use llm_key_router_core::store::upstash::Upstash;
-use llm_key_router_core::store::{keys, SETTLE};
+use llm_key_router_core::store::SETTLE;
 use llm_key_router_core::wire::sse::frame;
 use serde_json::{json, Value};
 use worker::*;
@@ -237,55 +238,22 @@ pub(crate) async fn count_tokens(
     }
 }
 
-/// Whether each model has a key with room now: active, secret set, not disabled, not cooling,
-/// under rpm and rpd. One pipelined read.
+/// Whether each model has a key with room now. The core decides (`observe::AvailabilityRead`,
+/// the same key-state derivation as `/stats` and `/health`, on Redis `TIME`); this only sends
+/// its read-only pipeline. `fingerprint` is the current config's: a key disabled under an older
+/// configuration counts as enabled again, as in admission.
 pub(crate) async fn model_availability(
     store: &Upstash<FetchTransport>,
     pool: &KeyPool,
     settings: &Settings,
+    fingerprint: &str,
     secret: &dyn Fn(&str) -> Option<String>,
 ) -> std::result::Result<Vec<(String, bool)>, RouterError> {
-    let now = Date::now().as_millis();
-    let day = llm_key_router_core::quota::pacific_day(now as i64).0;
-    let keys_: Vec<_> = pool
-        .keys
-        .iter()
-        .filter(|k| {
-            k.active && llm_key_router_core::config::secret_names(&k.key_id).iter().any(|n| secret(n).is_some())
-        })
-        .collect();
-    let mut cmds = Vec::new();
-    for k in &keys_ {
-        cmds.push(vec![
-            "ZCOUNT".to_string(),
-            keys::log(&k.quota_group, &k.model),
-            format!("({}", now.saturating_sub(settings.window_ms)),
-            "+inf".into(),
-        ]);
-        cmds.push(vec!["HGET".into(), keys::cooldown(&k.quota_group, &k.model), "until".into()]);
-        cmds.push(vec!["HEXISTS".into(), keys::disabled(&k.key_id), "reason".into()]);
-        cmds.push(vec!["HMGET".into(), keys::day(&k.quota_group, &k.model), "day".into(), "count".into()]);
-    }
-    let results = if cmds.is_empty() { vec![] } else { store.pipeline(&cmds).await? };
-    let mut out: Vec<(String, bool)> = pool.models().into_iter().map(|m| (m, false)).collect();
-    for (i, k) in keys_.iter().enumerate() {
-        let r = |j: usize| results.get(4 * i + j).and_then(|r| r.as_ref().ok()).cloned().unwrap_or(Value::Null);
-        let count = r(0).as_u64().unwrap_or(0);
-        let until = r(1).as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-        let disabled = r(2).as_u64() == Some(1);
-        let d = r(3);
-        let dcount = if d[0].as_str().and_then(|s| s.parse::<i64>().ok()) == Some(day) {
-            d[1].as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-        } else {
-            0
-        };
-        if !disabled && until <= now && count < k.rpm as u64 && dcount < k.rpd as u64 {
-            if let Some(e) = out.iter_mut().find(|(m, _)| *m == k.model) {
-                e.1 = true;
-            }
-        }
-    }
-    Ok(out)
+    let has_secret =
+        |k: &KeyConfig| llm_key_router_core::config::secret_names(&k.key_id).iter().any(|n| secret(n).is_some());
+    let read = AvailabilityRead::new(pool, settings.window_ms, &has_secret);
+    let answers = if read.commands().is_empty() { vec![] } else { store.pipeline(read.commands()).await? };
+    Ok(read.decide(pool, &answers, fingerprint)?)
 }
 
 pub(crate) fn gemini_models_list(avail: &[(String, bool)]) -> Value {
