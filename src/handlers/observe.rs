@@ -6,9 +6,9 @@ use super::Ctx;
 use crate::fetch::FetchTransport;
 use crate::respond::{self, Answer};
 use crate::state::State;
+use llm_key_router_core::config::KeyConfig;
 use llm_key_router_core::error::RouterError;
-use llm_key_router_core::observe::{self, HealthInput, Layout};
-use llm_key_router_core::store::keys;
+use llm_key_router_core::observe::{self, AvailabilityRead, HealthInput, Layout};
 use llm_key_router_core::store::upstash::Upstash;
 use llm_key_router_core::wire::api::Surface;
 use serde_json::{json, Value};
@@ -19,9 +19,7 @@ async fn read_stats(cx: &Ctx<'_>) -> Result<observe::Stats, RouterError> {
     let (store, pool, settings, fingerprint) = (&cx.store, cx.pool, cx.settings, &cx.st.fingerprint);
     let clients: Vec<String> = settings.clients.clients.iter().map(|c| c.id.clone()).collect();
     let layout = Layout::new(pool, &clients);
-    let (keys, args) = observe::stats_call(pool, &layout, settings.window_ms);
-    let v = store.eval(&observe::STATS, &keys, &args).await?;
-    let raw = observe::parse_stats(&v, &layout, pool.keys.len())?;
+    let raw = observe::read_stats(store, pool, &layout, settings.window_ms).await?;
     Ok(observe::build_stats(pool, &layout, &raw, fingerprint, settings.window_ms))
 }
 
@@ -102,45 +100,15 @@ pub(super) async fn health(st: &State, details: bool) -> Answer {
     respond::json(status, &body)
 }
 
-/// Whether each model has a key with room now: active, secret set, not disabled, not cooling,
-/// under rpm and rpd. One pipelined read.
+/// Whether each model has a key with room now. The core decides (`observe::AvailabilityRead`,
+/// the same key-state derivation as `/stats` and `/health`, on Redis `TIME`); this only sends
+/// its read-only pipeline. A key disabled under an older configuration fingerprint counts as
+/// enabled again, as in admission.
 async fn model_availability(cx: &Ctx<'_>) -> Result<Vec<(String, bool)>, RouterError> {
-    let (store, pool, settings) = (&cx.store, cx.pool, cx.settings);
-    let now = Date::now().as_millis();
-    let day = llm_key_router_core::quota::pacific_day(now as i64).0;
-    let keys_: Vec<_> = pool.keys.iter().filter(|k| k.active && cx.st.api_key(&k.key_id).is_some()).collect();
-    let mut cmds = Vec::new();
-    for k in &keys_ {
-        cmds.push(vec![
-            "ZCOUNT".to_string(),
-            keys::log(&k.quota_group, &k.model),
-            format!("({}", now.saturating_sub(settings.window_ms)),
-            "+inf".into(),
-        ]);
-        cmds.push(vec!["HGET".into(), keys::cooldown(&k.quota_group, &k.model), "until".into()]);
-        cmds.push(vec!["HEXISTS".into(), keys::disabled(&k.key_id), "reason".into()]);
-        cmds.push(vec!["HMGET".into(), keys::day(&k.quota_group, &k.model), "day".into(), "count".into()]);
-    }
-    let results = if cmds.is_empty() { vec![] } else { store.pipeline(&cmds).await? };
-    let mut out: Vec<(String, bool)> = pool.models().into_iter().map(|m| (m, false)).collect();
-    for (i, k) in keys_.iter().enumerate() {
-        let r = |j: usize| results.get(4 * i + j).and_then(|r| r.as_ref().ok()).cloned().unwrap_or(Value::Null);
-        let count = r(0).as_u64().unwrap_or(0);
-        let until = r(1).as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-        let disabled = r(2).as_u64() == Some(1);
-        let d = r(3);
-        let dcount = if d[0].as_str().and_then(|s| s.parse::<i64>().ok()) == Some(day) {
-            d[1].as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-        } else {
-            0
-        };
-        if !disabled && until <= now && count < k.rpm as u64 && dcount < k.rpd as u64 {
-            if let Some(e) = out.iter_mut().find(|(m, _)| *m == k.model) {
-                e.1 = true;
-            }
-        }
-    }
-    Ok(out)
+    let has_secret = |k: &KeyConfig| cx.st.api_key(&k.key_id).is_some();
+    let read = AvailabilityRead::new(cx.pool, cx.settings.window_ms, &has_secret);
+    let answers = if read.commands().is_empty() { vec![] } else { cx.store.pipeline(read.commands()).await? };
+    Ok(read.decide(cx.pool, &answers, &cx.st.fingerprint)?)
 }
 
 fn gemini_models_list(avail: &[(String, bool)]) -> Value {
