@@ -1,4 +1,5 @@
--- Shared prelude: US-Pacific calendar maths, from Redis TIME only.
+-- Shared prelude: US-Pacific calendar maths, from Redis TIME only. Prepended to reserve_v1,
+-- settle_v1 and stats_v1 (one EVAL carries both), so it has no KEYS, ARGV or return of its own.
 -- Gemini's per-day quota resets at midnight America/Los_Angeles. DST runs from the second
 -- Sunday of March 02:00 local (10:00 UTC) to the first Sunday of November 02:00 local
 -- (09:00 UTC). Mirrored in Rust by `quota::pacific` and cross-checked by tests.

@@ -2,7 +2,7 @@
 --
 -- KEYS (every name carries the `{llmr}` hash tag, so one call stays in one Cluster slot):
 --   KEYS[1]                 HASH  key_id -> last admission ms (tie-break and /stats last_used)
---   next #buckets keys       HASH  token bucket {tokens, ts}: the per-client bucket, the global bucket
+--   next #buckets keys       HASH  token bucket {tokens, ts}, in ARGV `buckets` order (client, then global)
 --   next 3 keys if conv      HASH conversation meta, LIST conversation turns, STRING conversation lock
 --   next 5 keys per candidate, in ARGV order:
 --     log  ZSET  reservation id -> admission ms         (sliding log of the quota group + model)
@@ -20,19 +20,25 @@
 --   With conv.pick_model, the conversation's stored `model` replaces `model` when it has one.
 --   Several candidates may share the same log/tok/day/cd keys (one quota group): they share one quota.
 --
--- Returns a JSON string, one of:
---   {"ok":1,"key":key_id,"model":model,"rid":rid,"now":ms,"day":pday,"est":tokens reserved,
---    "history":[turn json...]|nil,"system":text|nil}   (with conv: est includes meta.hist_est)
---   {"ok":0,"limit":"rpm"|"tpm"|"rpd"|"cooldown"|"disabled"|"client_rate"|"global_rate","retry_at":ms,"now":ms,
---    "bucket_limit":n,"bucket_remaining":n}
+-- Returns a JSON string, one of (decoded by `store::reserve`, which rejects any other field):
+--   {"ok":1,"key":key_id,"model":the candidate's m,"rid":rid,"now":ms,"day":pday,"est":tokens reserved,
+--    "history":[turn json...],"system":text}
+--      est includes the conversation's hist_est; history is absent without conv and, because cjson
+--      writes an empty table as an object, `{}` for a conversation with no turns yet; system is
+--      absent unless the conversation stores one.
+--   {"ok":0,"limit":"rpm"|"tpm"|"rpd"|"cooldown"|"disabled","retry_at":ms|null,"now":ms}
+--      retry_at is null only when just disabled keys were left (waiting frees nothing).
+--   {"ok":0,"limit":"client_rate"|"global_rate","retry_at":ms,"now":ms,"bucket_limit":burst,
+--    "bucket_remaining":0}                           the first empty bucket, in ARGV order
 --   {"ok":0,"limit":"too_large","now":ms}           the estimate exceeds every candidate's tpm
---   {"ok":0,"limit":"no_candidates","model":m,"now":ms}  no candidate serves the chosen model
+--   {"ok":0,"limit":"no_candidates","model":m|null,"now":ms}  no candidate serves the chosen model
 --   {"ok":0,"conv":"not_found"|"busy","now":ms}
 --
 -- Invariant: for every (quota group, model), the log never holds more than rpm entries admitted
 -- within any window_ms, the live token sum never exceeds tpm, and the day count never exceeds rpd.
 -- A request is refused only when admitting it would break one of those limits, or a bucket is empty.
--- Nothing is written unless the request is admitted (a refused request consumes no quota or bucket).
+-- A request that is not admitted consumes no quota or bucket: its only writes are trimming entries
+-- that had already left the window, and a conversation lock it took is released before returning.
 
 local spec = cjson.decode(ARGV[1])
 local now = redis_now_ms()

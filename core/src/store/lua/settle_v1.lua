@@ -9,20 +9,25 @@
 --   KEYS[6] kstat  HASH  per-key statistics counters
 --   KEYS[7] gstat  HASH  global statistics counters
 --   KEYS[8] cstat  HASH  the calling client's statistics counters
---   KEYS[9..11] optional: conversation meta HASH, turns LIST, lock STRING
+--   KEYS[9..11] only when the request holds a conversation lock: meta HASH, turns LIST, lock STRING
 --
 -- ARGV[1] JSON:
---   {"rid", "key": key_id, "day": Pacific day of the reservation, "outcome": stats bucket name,
+--   {"rid": reservation id, "key": key_id, "day": Pacific day of the reservation, "outcome": stats bucket name,
 --    "release": bool        -- the attempt never consumed upstream quota: remove it entirely
 --    "input": n | null      -- real promptTokenCount: replaces the estimate in its own window
 --    "output": n, "thoughts": n,
 --    "cooldown": null | {"kind": "delay"|"day"|"unknown", "delay_ms": n, "reason": text},
 --    "disable": null | {"reason": text, "cfg": fingerprint},
 --    "conv": null | {"turns": [turn json, ...], "ttl_s": n, "tokens": n, "est": n}
---                            -- append, count tokens, grow the history estimate, then unlock
---    "lock_id": request id  -- with conversation KEYS: release the lock this request holds}
+--                            -- non-null only with turns to append: append, count tokens, grow the
+--                            -- history estimate (if the conversation still exists), then unlock
+--    "lock_id": request id | null -- with conversation KEYS: release the lock this request holds}
 --
--- Returns JSON {"now": ms, "cooldown_until": ms | null, "message_count": n | null}.
+-- Returns a JSON string, always this shape (decoded by `store::settle`; both nullable keys are
+-- always written, as null when unset):
+--   {"now": ms, "cooldown_until": ms | null, "message_count": n | null}
+--   cooldown_until: with a cooldown, the one now in force (a longer stored cooldown is kept);
+--   message_count: the conversation's count after appending; null when nothing was appended.
 --
 -- Invariant: the token total of the log equals the sum of its live entries. A settle that arrives
 -- after its entry left the window changes nothing in the window (it expired harmlessly). A release

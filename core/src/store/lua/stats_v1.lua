@@ -17,12 +17,13 @@
 --    "last": [key_id, ms, ...],
 --    "global": [field, value, ...],
 --    "groups": [{"count": live entries, "tokens": input tokens of the live entries,
---                "day": stored day number, "day_count": n, "cd": [field, value, ...]}],
+--                "day": stored day number | null, "day_count": n, "cd": [field, value, ...]}],
 --    "keys": [{"dis": [field, value, ...], "stats": [field, value, ...]}],
 --    "clients": [[field, value, ...]]}
--- Hash contents come back as flat HGETALL lists of strings (cjson encodes an empty one as {}).
+-- Hash contents come back as flat HGETALL lists of strings. cjson encodes an empty table as {}, so
+-- an empty hash, and `groups`/`keys`/`clients` when ARGV asks for none, arrive as {} too.
 --
--- An entry admitted at t is live while t > now - window_ms, as in reserve_v1's trim: so the
+-- Invariant: read-only. An entry admitted at t is live while t > now - window_ms, as in reserve_v1's trim: so the
 -- figures are the ones the next reservation would see.
 
 local spec = cjson.decode(ARGV[1])

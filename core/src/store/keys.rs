@@ -1,0 +1,46 @@
+//! Redis key names. Inputs are validated names (`config::valid_name`, conversation ids), so no
+//! caller-controlled byte can form another key.
+//!
+//! Every key carries the `{llmr}` hash tag, so each script call touches one Cluster slot.
+//! That puts the router's state on one shard, which is what an atomic multi-key choice needs.
+
+pub const LAST_USED: &str = "{llmr}:last";
+pub const GLOBAL_STATS: &str = "{llmr}:st:global";
+pub const GLOBAL_BUCKET: &str = "{llmr}:bucket:global";
+
+pub fn log(group: &str, model: &str) -> String {
+    format!("{{llmr}}:w:{group}:{model}")
+}
+pub fn tokens(group: &str, model: &str) -> String {
+    format!("{{llmr}}:t:{group}:{model}")
+}
+pub fn day(group: &str, model: &str) -> String {
+    format!("{{llmr}}:d:{group}:{model}")
+}
+pub fn cooldown(group: &str, model: &str) -> String {
+    format!("{{llmr}}:cd:{group}:{model}")
+}
+pub fn disabled(key_id: &str) -> String {
+    format!("{{llmr}}:dis:{key_id}")
+}
+pub fn key_stats(key_id: &str) -> String {
+    format!("{{llmr}}:st:k:{key_id}")
+}
+pub fn client_stats(client: &str) -> String {
+    format!("{{llmr}}:st:c:{client}")
+}
+pub fn client_bucket(client: &str) -> String {
+    format!("{{llmr}}:bucket:c:{client}")
+}
+pub fn conv_meta(id: &str) -> String {
+    format!("{{llmr}}:conv:{id}")
+}
+pub fn conv_turns(id: &str) -> String {
+    format!("{{llmr}}:conv:{id}:turns")
+}
+pub fn conv_lock(id: &str) -> String {
+    format!("{{llmr}}:conv:{id}:lock")
+}
+pub fn client_convs(client: &str) -> String {
+    format!("{{llmr}}:convs:{client}")
+}

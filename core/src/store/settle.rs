@@ -1,0 +1,293 @@
+//! The `settle_v1` contract: KEYS and ARGV built from a [`SettleSpec`], and the reply decoded
+//! into [`Settled`]. The `lua/settle_v1.lua` header is the reference for every name here.
+
+use crate::config::KeyConfig;
+use crate::store::contract::{decode, reply_text, NullableUint, Uint};
+use crate::store::keys;
+use crate::store::upstash::StoreError;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+const SCRIPT: &str = "settle_v1";
+
+/// How a settle changes the cooldown of the key's quota group.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CooldownSpec {
+    Delay { ms: u64, reason: String },
+    UntilPacificMidnight { reason: String },
+    Unknown { reason: String },
+}
+
+pub struct SettleSpec<'a> {
+    pub key: &'a KeyConfig,
+    pub client_id: &'a str,
+    pub rid: String,
+    pub day: i64,
+    /// Stats bucket: "success", "rate_limited", "transient", "key_rejected", "client_error",
+    /// "timeout", "not_sent".
+    pub outcome: &'static str,
+    pub release: bool,
+    pub input: Option<u64>,
+    pub output: u64,
+    pub thoughts: u64,
+    pub cooldown: Option<CooldownSpec>,
+    pub disable: Option<(String, String)>,
+    /// Conversation to unlock (and append `turns` to, if any).
+    pub conv: Option<ConvSettle>,
+}
+
+pub struct ConvSettle {
+    pub id: String,
+    pub lock_id: String,
+    pub turns: Vec<String>,
+    pub ttl_s: u64,
+    pub tokens: u64,
+    /// Estimated input tokens of the appended turns, added to the conversation's `hist_est`.
+    pub est: u64,
+}
+
+/// KEYS of `settle_v1`, in the order of the script's header: log, tok, day, cd of the key's
+/// quota group + model, dis and kstat of the key, gstat, cstat of the client, then the
+/// conversation's meta/turns/lock when there is a lock to release. The script reads them by
+/// position, so this is the one place they are built.
+pub fn settle_keys(s: &SettleSpec) -> Vec<String> {
+    let k = s.key;
+    let mut out = vec![
+        keys::log(&k.quota_group, &k.model),
+        keys::tokens(&k.quota_group, &k.model),
+        keys::day(&k.quota_group, &k.model),
+        keys::cooldown(&k.quota_group, &k.model),
+        keys::disabled(&k.key_id),
+        keys::key_stats(&k.key_id),
+        keys::GLOBAL_STATS.to_string(),
+        keys::client_stats(s.client_id),
+    ];
+    if let Some(c) = &s.conv {
+        out.push(keys::conv_meta(&c.id));
+        out.push(keys::conv_turns(&c.id));
+        out.push(keys::conv_lock(&c.id));
+    }
+    out
+}
+
+/// `ARGV[1]` of `settle_v1`. `None` is written as `null`, as the header documents.
+#[derive(Debug, Serialize)]
+struct SettleArgs<'a> {
+    rid: &'a str,
+    key: &'a str,
+    day: i64,
+    outcome: &'a str,
+    release: bool,
+    input: Option<u64>,
+    output: u64,
+    thoughts: u64,
+    cooldown: Option<CooldownArg<'a>>,
+    disable: Option<DisableArg<'a>>,
+    /// Only when there are turns to append: the script then only releases the lock.
+    conv: Option<ConvTurnsArg<'a>>,
+    lock_id: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum CooldownArg<'a> {
+    Delay { delay_ms: u64, reason: &'a str },
+    Day { reason: &'a str },
+    Unknown { reason: &'a str },
+}
+
+#[derive(Debug, Serialize)]
+struct DisableArg<'a> {
+    reason: &'a str,
+    cfg: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+struct ConvTurnsArg<'a> {
+    turns: &'a [String],
+    ttl_s: u64,
+    tokens: u64,
+    est: u64,
+}
+
+impl<'a> SettleArgs<'a> {
+    fn new(s: &'a SettleSpec) -> Self {
+        SettleArgs {
+            rid: &s.rid,
+            key: &s.key.key_id,
+            day: s.day,
+            outcome: s.outcome,
+            release: s.release,
+            input: s.input,
+            output: s.output,
+            thoughts: s.thoughts,
+            cooldown: s.cooldown.as_ref().map(|c| match c {
+                CooldownSpec::Delay { ms, reason } => CooldownArg::Delay { delay_ms: *ms, reason },
+                CooldownSpec::UntilPacificMidnight { reason } => CooldownArg::Day { reason },
+                CooldownSpec::Unknown { reason } => CooldownArg::Unknown { reason },
+            }),
+            disable: s.disable.as_ref().map(|(reason, cfg)| DisableArg { reason, cfg }),
+            conv: s.conv.as_ref().filter(|c| !c.turns.is_empty()).map(|c| ConvTurnsArg {
+                turns: &c.turns,
+                ttl_s: c.ttl_s,
+                tokens: c.tokens,
+                est: c.est,
+            }),
+            lock_id: s.conv.as_ref().map(|c| c.lock_id.as_str()),
+        }
+    }
+}
+
+/// KEYS and ARGV of one `settle_v1` call.
+pub fn settle_call(s: &SettleSpec) -> (Vec<String>, Vec<String>) {
+    let args = serde_json::to_string(&SettleArgs::new(s)).expect("strings and integers serialize");
+    (settle_keys(s), vec![args])
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settled {
+    pub now: u64,
+    pub cooldown_until: Option<u64>,
+    pub message_count: Option<u64>,
+}
+
+/// `{"now": ms, "cooldown_until": ms | null, "message_count": n | null}`, the script's only
+/// shape. Both nullable keys are always written (`cjson.null`), so they are required.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettleReply {
+    now: Uint,
+    cooldown_until: NullableUint,
+    message_count: NullableUint,
+}
+
+/// Decodes a `settle_v1` reply; any drift from the documented shape is [`StoreError::Protocol`].
+pub fn parse_settle(v: &Value) -> Result<Settled, StoreError> {
+    let r: SettleReply = decode(SCRIPT, "settled", reply_text(SCRIPT, v)?)?;
+    Ok(Settled { now: r.now.0, cooldown_until: r.cooldown_until.0, message_count: r.message_count.0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key() -> KeyConfig {
+        KeyConfig {
+            key_id: "a".into(),
+            model: "m".into(),
+            provider: "gemini".into(),
+            rpm: 1,
+            tpm: 1,
+            rpd: 1,
+            active: true,
+            quota_group: "g".into(),
+            weight: 1.0,
+        }
+    }
+
+    fn spec(k: &KeyConfig) -> SettleSpec<'_> {
+        SettleSpec {
+            key: k,
+            client_id: "c",
+            rid: "r".into(),
+            day: 20785,
+            outcome: "success",
+            release: false,
+            input: Some(3),
+            output: 4,
+            thoughts: 5,
+            cooldown: Some(CooldownSpec::Delay { ms: 1500, reason: "429".into() }),
+            disable: Some(("API_KEY_INVALID".into(), "cfg".into())),
+            conv: Some(ConvSettle {
+                id: "x".into(),
+                lock_id: "r".into(),
+                turns: vec!["t1".into()],
+                ttl_s: 60,
+                tokens: 7,
+                est: 8,
+            }),
+        }
+    }
+
+    /// The field names the script's header documents, byte for byte.
+    #[test]
+    fn keys_and_argv_are_the_documented_ones() {
+        let k = key();
+        let (ks, args) = settle_call(&spec(&k));
+        assert_eq!(
+            ks,
+            [
+                "{llmr}:w:g:m",
+                "{llmr}:t:g:m",
+                "{llmr}:d:g:m",
+                "{llmr}:cd:g:m",
+                "{llmr}:dis:a",
+                "{llmr}:st:k:a",
+                "{llmr}:st:global",
+                "{llmr}:st:c:c",
+                "{llmr}:conv:x",
+                "{llmr}:conv:x:turns",
+                "{llmr}:conv:x:lock"
+            ]
+        );
+        let a: Value = serde_json::from_str(&args[0]).unwrap();
+        assert_eq!(
+            a,
+            json!({
+                "rid": "r", "key": "a", "day": 20785, "outcome": "success", "release": false,
+                "input": 3, "output": 4, "thoughts": 5,
+                "cooldown": {"kind": "delay", "delay_ms": 1500, "reason": "429"},
+                "disable": {"reason": "API_KEY_INVALID", "cfg": "cfg"},
+                "conv": {"turns": ["t1"], "ttl_s": 60, "tokens": 7, "est": 8},
+                "lock_id": "r",
+            })
+        );
+        let mut s = spec(&k);
+        s.cooldown = Some(CooldownSpec::UntilPacificMidnight { reason: "day".into() });
+        let a: Value = serde_json::from_str(&settle_call(&s).1[0]).unwrap();
+        assert_eq!(a["cooldown"], json!({"kind": "day", "reason": "day"}));
+        s.cooldown = Some(CooldownSpec::Unknown { reason: "?".into() });
+        s.input = None;
+        s.disable = None;
+        s.conv.as_mut().unwrap().turns.clear();
+        let (ks, args) = settle_call(&s);
+        let a: Value = serde_json::from_str(&args[0]).unwrap();
+        assert_eq!(a["cooldown"], json!({"kind": "unknown", "reason": "?"}));
+        // No turns: the conversation keys stay so the lock is released, but nothing is appended.
+        assert_eq!((ks.len(), &a["conv"], &a["lock_id"]), (11, &Value::Null, &json!("r")));
+        assert_eq!((&a["input"], &a["disable"]), (&Value::Null, &Value::Null));
+        s.conv = None;
+        let (ks, args) = settle_call(&s);
+        assert_eq!((ks.len(), &serde_json::from_str::<Value>(&args[0]).unwrap()["lock_id"]), (8, &Value::Null));
+    }
+
+    #[test]
+    fn parses_the_reply() {
+        let r = parse_settle(&json!(r#"{"now":1795899497469,"cooldown_until":1.7958995e12,"message_count":null}"#));
+        assert_eq!(
+            r.unwrap(),
+            Settled { now: 1795899497469, cooldown_until: Some(1795899500000), message_count: None }
+        );
+        let r = parse_settle(&json!(r#"{"now":1,"cooldown_until":null,"message_count":4}"#));
+        assert_eq!(r.unwrap(), Settled { now: 1, cooldown_until: None, message_count: Some(4) });
+    }
+
+    #[test]
+    fn a_missing_or_renamed_field_is_a_protocol_error_naming_it() {
+        let err = |s: &str| match parse_settle(&json!(s)) {
+            Err(StoreError::Protocol(m)) => m,
+            other => panic!("expected a protocol error for {s}, got {other:?}"),
+        };
+        // Before the typed contract, a renamed `now` read as 0 and a renamed key as "no cooldown".
+        let m = err(r#"{"now_ms":1,"cooldown_until":null,"message_count":null}"#);
+        assert!(m.starts_with("settle_v1: settled reply: unknown field `now_ms`"), "{m}");
+        let m = err(r#"{"cooldown_until":null,"message_count":null}"#);
+        assert!(m.starts_with("settle_v1: settled reply: missing field `now`"), "{m}");
+        let m = err(r#"{"now":1,"message_count":null}"#);
+        assert!(m.contains("missing field `cooldown_until`"), "{m}");
+        let m = err(r#"{"now":1,"cooldown_until":"soon","message_count":null}"#);
+        assert!(m.contains("invalid type: string \"soon\""), "{m}");
+        assert!(matches!(parse_settle(&json!(null)), Err(StoreError::Protocol(m)) if m.starts_with("settle_v1: ")));
+    }
+}
