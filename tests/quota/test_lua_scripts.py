@@ -1,7 +1,7 @@
 """Tests of the quota engine's Redis Lua scripts (`core/src/store/lua/reserve_v1.lua`, `settle_v1.lua`,
 `pacific.lua`) against a real redis-server, through the local Upstash REST server.
 
-The scripts are sent exactly as `core/src/store/mod.rs` builds them: the text `pacific.lua + reserve_v1.lua`
+The scripts are sent exactly as `core/src/store/reserve.rs` and `settle.rs` build them: the text `pacific.lua + reserve_v1.lua`
 (resp. `+ settle_v1.lua`), EVALSHA with the SHA-1 of that text, EVAL on NOSCRIPT. KEYS and ARGV are
 built by `reserve_call` / `settle_call` below, which mirror the Rust functions of the same names
 (and `store::keys`) line by line.

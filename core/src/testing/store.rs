@@ -207,6 +207,8 @@ impl QuotaStore for FakeStore {
             key_id,
             model: chosen_model,
             rid: spec.rid.clone(),
+            // The fake keeps no history estimate: what was asked is what is reserved.
+            est: spec.est,
             now,
             day: FAKE_DAY,
             history,
