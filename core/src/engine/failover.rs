@@ -17,6 +17,7 @@ use super::attempt::{Called, FirstEvents};
 use super::classify::{classify, UpstreamOutcome};
 use super::plan::{keys_with_secret, upstream_body, Plan};
 use super::ports::{QuotaStore, Runtime, Secrets, Upstream, UpstreamError};
+use super::reserve::Offer;
 use super::settle::{conv_settle, conversation_turns, settle_spec, Charge, PendingStream, Reserved, StreamFinish};
 use super::{Attempt, Caller, Failure, Outcome, Router, Success};
 use crate::config::{KeyConfig, KeyPool};
@@ -26,13 +27,6 @@ use crate::quota::{estimate_tokens, request_texts, Cooldown};
 use crate::store::CooldownSpec;
 use crate::wire::gemini::{parse_reply, GenerateRequest, Reply, Usage};
 use serde_json::Value;
-
-/// What one step of the walk may reserve: keys of one model, in the pool's order (the
-/// reservation script weighs them).
-pub(super) struct Offer<'p> {
-    pub model: String,
-    pub keys: Vec<&'p KeyConfig>,
-}
 
 /// Where the walk stands: the fallback chain, the keys already tried, the attempts made.
 pub(super) struct Walk {

@@ -1,7 +1,6 @@
 //! Phase 2: one round trip that picks a key among the offered candidates and reserves the
 //! estimate on it, atomically with the caller's buckets and the conversation's lock.
 
-use super::failover::Offer;
 use super::plan::{buckets, Plan};
 use super::ports::QuotaStore;
 use super::{Caller, Router};
@@ -9,6 +8,13 @@ use crate::config::KeyConfig;
 use crate::error::{LimitKind, RouterError};
 use crate::store::upstash::StoreError;
 use crate::store::{ConvLock, Reservation, ReserveSpec};
+
+/// What one step of the walk may reserve: keys of one model, in the pool's order (the
+/// reservation script weighs them).
+pub(super) struct Offer<'p> {
+    pub model: String,
+    pub keys: Vec<&'p KeyConfig>,
+}
 
 /// A key reserved for one attempt.
 pub(super) struct Granted<'p> {

@@ -2,9 +2,9 @@
 //! into a [`Reservation`]. The `lua/reserve_v1.lua` header is the reference for every name here.
 
 use crate::config::KeyConfig;
-use crate::error::LimitKind;
 use crate::store::contract::reply_text;
 use crate::store::keys;
+pub use crate::store::reserve_reply::Reservation;
 use crate::store::reserve_reply::ReserveReply;
 use crate::store::upstash::StoreError;
 use serde::Serialize;
@@ -141,31 +141,6 @@ pub fn reserve_call(spec: &ReserveSpec) -> (Vec<String>, Vec<String>) {
     (reserve_keys(spec), vec![args])
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reservation {
-    Reserved {
-        key_id: String,
-        model: Option<String>,
-        rid: String,
-        now: u64,
-        day: i64,
-        /// Input tokens reserved: the request's estimate plus the conversation's `hist_est`.
-        est: u64,
-        history: Vec<String>,
-        system: Option<String>,
-    },
-    NoCandidates,
-    Refused {
-        limit: LimitKind,
-        retry_at: Option<u64>,
-        now: u64,
-        bucket: Option<(u64, u64)>,
-    },
-    PromptTooLarge,
-    ConversationNotFound,
-    ConversationBusy,
-}
-
 /// Decodes a `reserve_v1` reply. Any drift from the documented shapes (a missing, renamed or
 /// unknown field, a fractional number, an unknown limit) is [`StoreError::Protocol`].
 pub fn parse_reserve(v: &Value) -> Result<Reservation, StoreError> {
@@ -175,6 +150,7 @@ pub fn parse_reserve(v: &Value) -> Result<Reservation, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::LimitKind;
     use serde_json::json;
 
     fn key(id: &str) -> KeyConfig {

@@ -4,9 +4,34 @@
 
 use crate::error::LimitKind;
 use crate::store::contract::{decode, protocol, Int, NullableUint, OkFlag, Turns, Uint};
-use crate::store::reserve::Reservation;
 use crate::store::upstash::StoreError;
 use serde::Deserialize;
+
+/// What a reservation came to, as the engine reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reservation {
+    Reserved {
+        key_id: String,
+        model: Option<String>,
+        rid: String,
+        now: u64,
+        day: i64,
+        /// Input tokens reserved: the request's estimate plus the conversation's `hist_est`.
+        est: u64,
+        history: Vec<String>,
+        system: Option<String>,
+    },
+    NoCandidates,
+    Refused {
+        limit: LimitKind,
+        retry_at: Option<u64>,
+        now: u64,
+        bucket: Option<(u64, u64)>,
+    },
+    PromptTooLarge,
+    ConversationNotFound,
+    ConversationBusy,
+}
 
 const SCRIPT: &str = "reserve_v1";
 
