@@ -102,7 +102,6 @@ def test_failover_walk_stops_at_max_attempts(env, clean):
     r = w.generate("What is 2+2?")
     assert r.status_code == 502, r.text
     assert r.json()["error"]["code"] == "upstream_unavailable"
-    assert [a["outcome"] for a in r.json()["attempts"]] == ["key_rejected"] * 3
     assert env.mock_stats()["total_requests"] == 3
     assert len(env.redis_cmd("KEYS", "{llmr}:dis:*")) == 3
     # A request-caused 403 stops the walk at the first key, even with room for more attempts.
