@@ -454,4 +454,58 @@ mod tests {
         assert_eq!(ev[1]["candidates"][0]["finishReason"], "STOP");
         assert_eq!(ev[1]["usageMetadata"]["totalTokenCount"], 4);
     }
+
+    #[test]
+    fn json_mode_with_schema() {
+        let r = json!({"contents": [{"parts": [{"text": "What is 2+2?"}]}], "generationConfig": {
+            "responseMimeType": "application/json",
+            "responseJsonSchema": {"type": "object", "properties": {"answer": {"type": "integer"}, "why": {"type": "string"}},
+                                   "required": ["why"]}}});
+        assert_eq!(answer(&r), r#"{"why":"example","answer":1}"#);
+        let r = json!({"contents": [{"parts": [{"text": "x"}]}], "generation_config": {
+            "response_mime_type": "application/json", "response_schema": {"type": "ARRAY", "items": {"type": "STRING"}}}});
+        assert_eq!(answer(&r), "[]");
+        // A schema without the JSON mime type is ignored; no schema keeps {"ok":true}.
+        let r = json!({"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"responseSchema": {"type": "ARRAY"}}});
+        assert_eq!(answer(&r), "Mock reply to: hi");
+    }
+
+    #[test]
+    fn thought_summary_parts() {
+        let r = json!({"contents": [{"parts": [{"text": "  What is 2+2? And what is the meaning of everything else?"}]}],
+                       "generationConfig": {"thinkingConfig": {"includeThoughts": true, "thinkingLevel": "high"}}});
+        let p = plan(&r);
+        assert_eq!(p.thought.as_deref(), Some("Thinking about: What is 2+2? And what is the meaning of "));
+        assert_eq!(p.thoughts, 0);
+        assert_eq!(parts(&p), vec![json!({"text": p.thought, "thought": true}), json!({"text": "4"})]);
+        let ev = stream_events(&p, "m", "id");
+        assert_eq!(ev[0]["candidates"][0]["content"]["parts"][0]["thought"], true);
+        assert_eq!(ev[0]["candidates"][0]["content"]["parts"][1]["text"], "4");
+        assert!(plan(&req_user("hi")).thought.is_none());
+    }
+
+    #[test]
+    fn plan_with_calls() {
+        let r = json!({"contents": [{"role": "user", "parts": [{"text": "get_weather in Paris"}]}],
+                       "tools": [{"functionDeclarations": [{"name": "get_weather", "parameters": {"type": "OBJECT",
+                           "properties": {"city": {"type": "STRING"}}, "required": ["city"]}}]}]});
+        let p = plan(&r);
+        assert_eq!(p.text, "");
+        assert_eq!(p.finish, "STOP");
+        assert_eq!(p.calls.len(), 1);
+        assert_eq!(p.candidates, p.calls[0].tokens());
+        // Text "get_weather in Paris" (20 bytes) → 5, plus the declaration's JSON.
+        let decl_len = r["tools"][0]["functionDeclarations"][0].to_string().len() as u64;
+        assert_eq!(p.prompt, 5 + decl_len.div_ceil(4));
+        let v = full_response(&p, "m", "id");
+        assert_eq!(v["candidates"][0]["content"]["parts"][0]["functionCall"]["args"], json!({"city": "Paris"}));
+        assert_eq!(v["candidates"][0]["finishReason"], "STOP");
+        let ev = stream_events(&p, "m", "id");
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[0]["candidates"][0]["content"]["parts"][0]["functionCall"]["name"], "get_weather");
+        assert_eq!(ev[0]["usageMetadata"], json!({"promptTokenCount": p.prompt}));
+        assert_eq!(ev[1]["usageMetadata"], p.usage());
+        assert_eq!(ev[1]["candidates"][0]["finishReason"], "STOP");
+        assert!(prompt_tokens(&r) <= r.to_string().len() as u64);
+    }
 }
