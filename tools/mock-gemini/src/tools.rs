@@ -41,7 +41,6 @@ impl Call {
 pub struct Decl<'a> {
     pub name: &'a str,
     pub schema: Option<&'a Value>,
-    pub raw: &'a Value,
 }
 
 fn tools(req: &Value) -> impl Iterator<Item = &Value> {
@@ -66,7 +65,7 @@ pub fn declarations(req: &Value) -> Vec<Decl<'_>> {
         .flat_map(decl_list)
         .filter_map(|d| {
             let name = d.get("name").and_then(Value::as_str)?;
-            Some(Decl { name, schema: params_json(d).or_else(|| params(d)), raw: d })
+            Some(Decl { name, schema: params_json(d).or_else(|| params(d)) })
         })
         .collect()
 }
