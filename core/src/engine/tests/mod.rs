@@ -98,6 +98,10 @@ fn req(model: &str, prompt: &str) -> GenerateRequest {
     GenerateRequest::parse(&json!({"model": model, "prompt": prompt}), None).expect("test request is valid")
 }
 
+fn text_answer(text: &str) -> crate::wire::gemini::ModelOutput {
+    crate::wire::gemini::ModelOutput { text: text.into(), ..Default::default() }
+}
+
 fn ok(text: &str) -> Answer {
     Answer::reply(200, crate::testing::bodies::ok(text, 12, 3))
 }
