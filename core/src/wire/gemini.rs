@@ -447,4 +447,40 @@ mod tests {
         assert_eq!(r.out.text, "4");
         assert_eq!(r.usage, Some(Usage { input: 5, output: 39, thoughts: 186, total: 230 }));
     }
+
+    #[test]
+    fn the_native_surface_passes_tools_signatures_and_results_through_unchanged() {
+        let body = json!({
+            "contents": [
+                {"role": "user", "parts": [{"text": "weather in Paris?"}]},
+                {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+                                             "thoughtSignature": "U0lH"}]},
+                {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"temp": 21}}}]}],
+            "tools": [{"functionDeclarations": [{"name": "get_weather",
+                "parametersJsonSchema": {"type": "object", "properties": {"city": {"$ref": "#/$defs/c"}}}}]}],
+            "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}},
+            "generationConfig": {"responseMimeType": "application/json", "responseSchema": {"type": "OBJECT"},
+                                 "thinkingConfig": {"includeThoughts": true}}
+        });
+        let g = GenerateRequest::from_gemini(&body, "gemini-3-pro-preview", None).unwrap().to_gemini(&[]);
+        assert_eq!(g, body, "nothing added, dropped or reshaped");
+    }
+
+    #[test]
+    fn a_reply_keeps_calls_signatures_and_thoughts_apart_from_the_text() {
+        let body = json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"text": "hmm", "thought": true}, {"text": "Sure.", "thoughtSignature": "VFM="},
+            {"functionCall": {"name": "f", "args": {"a": 1}}, "thoughtSignature": "RkM="}]}, "finishReason": "STOP"}]});
+        let r = parse_reply(&body, "rid");
+        assert_eq!((r.out.text.as_str(), r.out.thoughts.as_str()), ("Sure.", "hmm"));
+        assert_eq!(
+            r.out.model_parts(),
+            vec![
+                json!({"text": "Sure.", "thoughtSignature": "VFM="}),
+                json!({"functionCall": {"name": "f", "args": {"a": 1}}, "thoughtSignature": "RkM="})
+            ]
+        );
+        let empty = parse_reply(&json!({"candidates": [{"content": {"parts": []}}]}), "rid");
+        assert_eq!(empty.out.model_parts(), vec![json!({"text": ""})], "a stored turn is never empty");
+    }
 }

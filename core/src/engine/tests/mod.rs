@@ -5,6 +5,7 @@
 mod conversation;
 mod failover;
 mod stream;
+mod tools;
 
 use super::{Caller, Failure, Outcome, Router, Success};
 use crate::config::{KeyPool, Settings};
