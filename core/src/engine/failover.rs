@@ -132,6 +132,8 @@ impl Walk {
 }
 
 /// What to do after a whole (non-streamed) answer.
+// Built once per attempt and moved: the size difference costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Next {
     Answer { reply: Reply, usage: Usage, raw: Value },
     FailOver { backoff: bool, error: RouterError },
