@@ -199,11 +199,11 @@ pub(super) fn resolve_tool_names(contents: &[Value], stored: &[String]) -> Resul
     }
     let mut out = contents.to_vec();
     for c in &mut out {
-        for p in c["parts"].as_array_mut().into_iter().flatten() {
+        for p in c.get_mut("parts").and_then(Value::as_array_mut).into_iter().flatten() {
             if !pending(p) {
                 continue;
             }
-            let f = &mut p["functionResponse"];
+            let Some(f) = p.get_mut("functionResponse") else { continue };
             let id = f["id"].as_str().unwrap_or_default().to_string();
             let name = names.iter().rev().find(|(i, _)| *i == id).map(|(_, n)| n.clone()).ok_or_else(|| {
                 RouterError::bad_request(
