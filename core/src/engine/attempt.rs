@@ -9,6 +9,8 @@ use crate::wire::sse::{SseParser, StreamTally};
 use futures_util::future::{select, Either};
 
 /// What one upstream call gave back.
+// Built once per attempt and moved: the size difference costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Called<S> {
     Whole(HttpReply),
     Stream(FirstEvents<S>),
@@ -32,24 +34,27 @@ impl<'a, Q, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
         body: String,
         timeout_ms: u64,
         stream: bool,
+        rid: &str,
     ) -> Result<Called<U::Stream>, UpstreamError> {
         if !stream {
             return self.upstream.generate(model, secret, body, timeout_ms).await.map(Called::Whole);
         }
         match self.upstream.open_stream(model, secret, body, timeout_ms).await? {
             StreamOpen::Refused(reply) => Ok(Called::Whole(reply)),
-            StreamOpen::Open(source) => self.read_first(source, timeout_ms).await.map(Called::Stream),
+            StreamOpen::Open(source) => self.read_first(source, timeout_ms, rid).await.map(Called::Stream),
         }
     }
 
-    /// Reads the stream until its first event, within `timeout_ms` of now.
+    /// Reads the stream until its first event, within `timeout_ms` of now. `rid` salts the
+    /// tool-call ids of the stream's tally.
     async fn read_first(
         &self,
         mut source: U::Stream,
         timeout_ms: u64,
+        rid: &str,
     ) -> Result<FirstEvents<U::Stream>, UpstreamError> {
         let mut parser = SseParser::default();
-        let mut tally = StreamTally::default();
+        let mut tally = StreamTally::new(rid);
         let mut events = Vec::new();
         let deadline = self.rt.now_ms() + timeout_ms;
         while events.is_empty() {
