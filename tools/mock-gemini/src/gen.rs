@@ -146,8 +146,11 @@ pub fn answer(req: &Value) -> String {
         return s.to_string();
     }
     if lower.contains("what was my previous question?") {
-        return if users.len() >= 2 {
-            content_text(users[users.len() - 2]).trim().to_string()
+        // A question is a user turn with text: tool results in between are not questions.
+        let asked: Vec<String> =
+            users.iter().map(|c| content_text(c).trim().to_string()).filter(|t| !t.is_empty()).collect();
+        return if asked.len() >= 2 {
+            asked[asked.len() - 2].clone()
         } else {
             "You have not asked anything before.".into()
         };
@@ -380,6 +383,14 @@ mod tests {
             {"role": "user", "parts": [{"text": "What was my previous question?"}]}
         ]});
         assert_eq!(answer(&r), "What is the capital of France?");
+        let with_tool = json!({"contents": [
+            {"role": "user", "parts": [{"text": "weather in Paris?"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {}}}]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {}}}]},
+            {"role": "model", "parts": [{"text": "Sunny"}]},
+            {"role": "user", "parts": [{"text": "What was my previous question?"}]}
+        ]});
+        assert_eq!(answer(&with_tool), "weather in Paris?");
         assert_eq!(answer(&req_user("What was my previous question?")), "You have not asked anything before.");
     }
 
