@@ -94,7 +94,7 @@ pub(super) async fn gemini(req: &mut Request, cx: &Ctx<'_>, model: &str, method:
     match method {
         GeminiMethod::CountTokens => count_tokens(cx, model, &body).await,
         GeminiMethod::Generate | GeminiMethod::Stream => {
-            let g = GenerateRequest::from_gemini(&body, model, conv_id)?;
+            let g = GenerateRequest::from_gemini_owned(body, model, conv_id)?;
             run(cx, g, Shape::Gemini { stream: method == GeminiMethod::Stream }).await
         }
     }

@@ -6,7 +6,8 @@ use super::ports::{Runtime, Secrets};
 use super::{Caller, Router};
 use crate::config::{Estimator, KeyConfig, KeyPool, Settings};
 use crate::error::RouterError;
-use crate::quota::{estimate_tokens, non_text_bytes, request_texts};
+use crate::quota::media::non_text_tokens_for;
+use crate::quota::{estimate_tokens, request_texts};
 use crate::store::{keys, Bucket, ConvLock};
 use crate::wire::gemini::GenerateRequest;
 use serde_json::{json, Value};
@@ -28,7 +29,7 @@ pub(super) struct Plan {
     /// text of the new turns that a settle adds to the conversation's estimate.
     pub bare_body: Value,
     /// Tokens reserved before the call. `to_gemini` already carries the system instruction, so
-    /// it is counted once; inline data counts by its bytes.
+    /// it is counted once; media counts by its token cost (`quota::media`).
     pub est: u64,
     /// Absolute time after which no new attempt starts.
     pub deadline: u64,
@@ -58,7 +59,9 @@ impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
             lock_ms: if stream { STREAM_LOCK_MS } else { self.settings.request_deadline_ms + 5_000 },
         });
         let bare_body = req.to_gemini(&[]);
-        let est = estimate_tokens(request_texts(&bare_body), self.settings.estimator) + non_text_bytes(&bare_body);
+        // Media by what Google charges for it (`quota::media`), the worst case over the chain.
+        let est = estimate_tokens(request_texts(&bare_body), self.settings.estimator)
+            + non_text_tokens_for(&bare_body, &models);
         Ok(Plan {
             request_id,
             models,
@@ -122,11 +125,8 @@ pub(super) fn upstream_body(
     settings: &Settings,
 ) -> (String, usize) {
     let (history, omitted) = upstream_history(stored, settings.context_budget_tokens, settings.estimator);
-    let mut upstream_req = req.clone();
-    if upstream_req.system.is_none() && !upstream_req.passthrough.contains_key("systemInstruction") {
-        upstream_req.system = stored_system;
-    }
-    (upstream_req.to_gemini(&history).to_string(), omitted)
+    // Serialized from borrowed parts: the request's media is not copied again.
+    (req.to_gemini_string(&history, stored_system.as_deref()), omitted)
 }
 
 /// Stored turns as sent upstream (only `role` and `parts`), leaving out the oldest turns while

@@ -9,6 +9,7 @@
 //! `window_ms` defaults to 61 s: 60 s plus 1 s of margin for the skew between Redis time and the
 //! time Google sees the request.
 
+pub mod media;
 mod pacific;
 
 pub use pacific::{civil_from_days, pacific_day, pacific_offset_ms};
@@ -59,22 +60,6 @@ pub fn request_texts(req: &Value) -> Vec<&str> {
         }
     }
     out
-}
-
-/// Bytes of the parts that are not text (inline data, file references, function calls), as
-/// serialized JSON. Counted in the reservation so the byte estimate stays an upper bound:
-/// Gemini bills an image at a fixed few hundred tokens, far below its base64 length.
-pub fn non_text_bytes(req: &Value) -> u64 {
-    let mut n = 0u64;
-    let contents = req.get("contents").and_then(Value::as_array).into_iter().flatten();
-    for c in contents.chain(req.get("systemInstruction")) {
-        for p in c.get("parts").and_then(Value::as_array).into_iter().flatten() {
-            if p.get("text").is_none() {
-                n += p.to_string().len() as u64;
-            }
-        }
-    }
-    n
 }
 
 // --- The sliding log, as a pure model ---------------------------------------------------------
@@ -209,12 +194,6 @@ mod tests {
         let c = estimate_tokens(texts, Estimator::Chars4);
         assert!(c < b);
         assert_eq!(estimate_tokens([], Estimator::Bytes), 1);
-    }
-
-    #[test]
-    fn non_text_parts_are_counted_by_their_bytes() {
-        let req = serde_json::json!({"contents": [{"parts": [{"text": "a"}, {"inlineData": {"mimeType": "image/png", "data": "AAAA"}}]}]});
-        assert_eq!(non_text_bytes(&req), r#"{"inlineData":{"data":"AAAA","mimeType":"image/png"}}"#.len() as u64);
     }
 
     #[test]
