@@ -107,7 +107,7 @@ fn attempt_log(cx: &Ctx, a: &Attempt) -> Value {
     v
 }
 
-fn log_attempts(cx: &Ctx, level: LogLevel, attempts: &[Attempt]) {
+pub(super) fn log_attempts(cx: &Ctx, level: LogLevel, attempts: &[Attempt]) {
     for a in attempts {
         log(level.clone(), &cx.settings.log_level, "attempt", attempt_log(cx, a));
     }

@@ -32,7 +32,11 @@ impl<'a, Q, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
         body: String,
         timeout_ms: u64,
         stream: bool,
+        method: Option<&str>,
     ) -> Result<Called<U::Stream>, UpstreamError> {
+        if let Some(m) = method {
+            return self.upstream.call(model, m, secret, body, timeout_ms).await.map(Called::Whole);
+        }
         if !stream {
             return self.upstream.generate(model, secret, body, timeout_ms).await.map(Called::Whole);
         }

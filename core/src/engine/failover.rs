@@ -231,12 +231,16 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                 }
             }
             let key = granted.key;
-            let (body, omitted_turns) = upstream_body(req, &granted.history, granted.system, settings);
+            let (body, omitted_turns) = match &plan.embed {
+                Some((_, body)) => (body.clone(), 0),
+                None => upstream_body(req, &granted.history, granted.system, settings),
+            };
             let secret = self.secrets.api_key(&key.key_id).unwrap_or_default();
             let t0 = self.rt.now_ms();
             // The upstream timeout shrinks to what is left of the request's deadline.
             let timeout = settings.upstream_timeout_ms.min(plan.deadline.saturating_sub(t0).max(1));
-            let result = self.call_upstream(&key.model, &secret, body, timeout, stream).await;
+            let method = plan.embed.as_ref().map(|e| e.0);
+            let result = self.call_upstream(&key.model, &secret, body, timeout, stream, method).await;
             let elapsed = self.rt.now_ms().saturating_sub(t0);
             let (verdict, charge, status) = judge(result);
             let attempt = |outcome, cooldown_until| Attempt {

@@ -33,6 +33,8 @@ pub(super) struct Plan {
     pub est: u64,
     /// Absolute time after which no new attempt starts.
     pub deadline: u64,
+    /// An embedding call: its Gemini method and body, sent as is on every attempt.
+    pub embed: Option<(&'static str, String)>,
 }
 
 impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
@@ -70,6 +72,7 @@ impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
             bare_body,
             est,
             deadline: started + self.settings.request_deadline_ms,
+            embed: None,
         })
     }
 }

@@ -47,7 +47,7 @@ pub fn check(s: &str) -> Result<(), String> {
     if n == 0 {
         return Err("must not be empty".into());
     }
-    if n % 4 == 1 || (pad > 0 && (n + pad) % 4 != 0) {
+    if n % 4 == 1 || (pad > 0 && !(n + pad).is_multiple_of(4)) {
         return Err("not valid base64 (truncated)".into());
     }
     Ok(())
