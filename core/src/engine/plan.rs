@@ -6,7 +6,7 @@ use super::ports::{Runtime, Secrets};
 use super::{Caller, Router};
 use crate::config::{Estimator, KeyConfig, KeyPool, Settings};
 use crate::error::RouterError;
-use crate::quota::media::non_text_tokens_for;
+use crate::quota::media::{contents_tokens, families};
 use crate::quota::{estimate_tokens, request_texts};
 use crate::store::{keys, Bucket, ConvLock};
 use crate::wire::gemini::GenerateRequest;
@@ -25,8 +25,9 @@ pub(super) struct Plan {
     /// A conversation send that named no model: the reservation picks the conversation's own.
     pub pick_model: bool,
     pub conv: Option<ConvLock>,
-    /// The request as Gemini would get it without stored history: the estimate's base, and the
-    /// text of the new turns that a settle adds to the conversation's estimate.
+    /// The request as Gemini would get it without stored history, `inlineData.data` left empty:
+    /// the estimate's base, and the text of the new turns that a settle adds to the
+    /// conversation's estimate.
     pub bare_body: Value,
     /// Tokens reserved before the call. `to_gemini` already carries the system instruction, so
     /// it is counted once; media counts by its token cost (`quota::media`).
@@ -60,10 +61,16 @@ impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
             // the first byte; the settle releases it as soon as the stream ends.
             lock_ms: if stream { STREAM_LOCK_MS } else { self.settings.request_deadline_ms + 5_000 },
         });
-        let bare_body = req.to_gemini(&[]);
-        // Media by what Google charges for it (`quota::media`), the worst case over the chain.
-        let est = estimate_tokens(request_texts(&bare_body), self.settings.estimator)
-            + non_text_tokens_for(&bare_body, &models);
+        // Media by what Google charges for it (`quota::media`), read in place, the worst case
+        // over the chain; the bare body then leaves the media data out (no second copy).
+        let (system, gen) = (req.passthrough.get("systemInstruction"), req.passthrough.get("generationConfig"));
+        let media = families(&models)
+            .into_iter()
+            .map(|f| contents_tokens(req.contents.iter().chain(system), gen, f))
+            .max()
+            .unwrap_or(0);
+        let bare_body = req.to_gemini_without_media_data();
+        let est = estimate_tokens(request_texts(&bare_body), self.settings.estimator) + media;
         Ok(Plan {
             request_id,
             models,

@@ -89,17 +89,23 @@ fn get<'v>(v: &'v Value, camel: &str, snake: &str) -> Option<&'v Value> {
 }
 
 /// The request-wide `generationConfig.mediaResolution`.
-fn request_level(req: &Value) -> Option<&str> {
-    let gen = get(req, "generationConfig", "generation_config")?;
-    get(gen, "mediaResolution", "media_resolution")?.as_str()
+fn config_level(gen: Option<&Value>) -> Option<&str> {
+    get(gen?, "mediaResolution", "media_resolution")?.as_str()
 }
 
-/// Input tokens of every part of `req` that is not text, for a model of `family`.
+/// Input tokens of every part of `req` (a `GenerateContentRequest`) that is not text, for a
+/// model of `family`.
 pub fn non_text_tokens(req: &Value, family: Family) -> u64 {
-    let level = request_level(req);
     let contents = req.get("contents").and_then(Value::as_array).into_iter().flatten();
+    let gen = get(req, "generationConfig", "generation_config");
+    contents_tokens(contents.chain(req.get("systemInstruction")), gen, family)
+}
+
+/// Input tokens of the non-text parts of `contents` (each `{parts: [...]}`), read in place.
+pub fn contents_tokens<'a>(contents: impl Iterator<Item = &'a Value>, gen: Option<&Value>, family: Family) -> u64 {
+    let level = config_level(gen);
     let mut n = 0u64;
-    for c in contents.chain(req.get("systemInstruction")) {
+    for c in contents {
         for p in c.get("parts").and_then(Value::as_array).into_iter().flatten() {
             if p.get("text").is_none() {
                 n = n.saturating_add(part_tokens(p, family, level));
@@ -109,14 +115,20 @@ pub fn non_text_tokens(req: &Value, family: Family) -> u64 {
     n
 }
 
-/// The worst case over the families of `models` (a fallback chain may mix them).
-pub fn non_text_tokens_for(req: &Value, models: &[String]) -> u64 {
-    let mut fams: Vec<Family> = models.iter().map(|m| Family::of(m)).collect();
-    fams.dedup();
-    if fams.contains(&Family::Tiles) && fams.contains(&Family::Resolution) {
-        fams = vec![Family::Tiles, Family::Resolution];
+/// The model families of a chain (it may mix them), each once.
+pub fn families(models: &[String]) -> Vec<Family> {
+    let mut fams: Vec<Family> = Vec::new();
+    for f in models.iter().map(|m| Family::of(m)) {
+        if !fams.contains(&f) {
+            fams.push(f);
+        }
     }
-    fams.into_iter().map(|f| non_text_tokens(req, f)).max().unwrap_or(0)
+    fams
+}
+
+/// The worst case over the families of `models`.
+pub fn non_text_tokens_for(req: &Value, models: &[String]) -> u64 {
+    families(models).into_iter().map(|f| non_text_tokens(req, f)).max().unwrap_or(0)
 }
 
 /// One part's cost.

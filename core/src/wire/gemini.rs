@@ -336,6 +336,45 @@ impl GenerateRequest {
         Value::Object(body)
     }
 
+    /// [`GenerateRequest::to_gemini`] with every `inlineData.data` left empty: what the
+    /// estimate's text scan needs, without a second copy of the media.
+    pub fn to_gemini_without_media_data(&self) -> Value {
+        fn part(p: &Value) -> Value {
+            let Some(obj) = p.as_object() else { return p.clone() };
+            let light = obj.iter().map(|(k, v)| {
+                let v = match (k.as_str(), v.as_object()) {
+                    ("inlineData" | "inline_data", Some(d)) => Value::Object(
+                        d.iter()
+                            .map(|(dk, dv)| (dk.clone(), if dk == "data" { json!("") } else { dv.clone() }))
+                            .collect(),
+                    ),
+                    _ => v.clone(),
+                };
+                (k.clone(), v)
+            });
+            Value::Object(light.collect())
+        }
+        let contents: Vec<Value> = self
+            .contents
+            .iter()
+            .map(|c| match (c.as_object(), c.get("parts").and_then(Value::as_array)) {
+                (Some(obj), Some(parts)) => {
+                    let mut light: Map<String, Value> = obj
+                        .iter()
+                        .filter(|(k, _)| k.as_str() != "parts")
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    light.insert("parts".into(), Value::Array(parts.iter().map(part).collect()));
+                    Value::Object(light)
+                }
+                _ => c.clone(),
+            })
+            .collect();
+        let mut body = self.head(None);
+        body.insert("contents".into(), Value::Array(contents));
+        Value::Object(body)
+    }
+
     /// [`GenerateRequest::to_gemini`] serialized straight from the borrowed history and turns,
     /// without copying `contents` (media included) into an intermediate value first.
     /// `default_system` (a conversation's stored instruction) applies when the request has none.
@@ -494,5 +533,16 @@ mod tests {
         g.system = Some("mine".into());
         let s: Value = serde_json::from_str(&g.to_gemini_string(&[], Some("stored"))).unwrap();
         assert_eq!(s["systemInstruction"]["parts"][0]["text"], "mine");
+    }
+
+    #[test]
+    fn the_estimate_view_leaves_out_only_media_data() {
+        let body = json!({"contents": [{"parts": [{"text": "look"}, {"inline_data": {"mime_type": "image/png", "data": "AAAA"}}]}],
+            "generationConfig": {"temperature": 0.2}});
+        let g = GenerateRequest::from_gemini(&body, "m", None).unwrap();
+        let light = g.to_gemini_without_media_data();
+        let mut want = g.to_gemini(&[]);
+        want["contents"][0]["parts"][1]["inline_data"]["data"] = json!("");
+        assert_eq!(light, want);
     }
 }
