@@ -355,4 +355,16 @@ mod tests {
         assert_eq!(parse_json_body(ct, b"\xff\xfe", 100).unwrap_err().code(), "invalid_utf8");
         assert_eq!(parse_json_body(ct, b"", 100).unwrap_err().code(), "invalid_json");
     }
+
+    #[test]
+    fn the_default_body_cap_is_20_mib_and_is_stated() {
+        let max = crate::config::Settings::default().max_body_bytes;
+        assert_eq!(max, 20 << 20);
+        let e = parse_json_body(Some("application/json"), &vec![b' '; 25_000_000], max).unwrap_err();
+        assert_eq!((e.status(), e.code()), (413, "payload_too_large"));
+        assert!(e.message().contains("20971520 bytes"), "{}", e.message());
+        // A 15 MB body (a large image in base64) is read.
+        let big = format!("{{\"data\": \"{}\"}}", "A".repeat(15_000_000));
+        assert!(parse_json_body(Some("application/json"), big.as_bytes(), max).is_ok());
+    }
 }

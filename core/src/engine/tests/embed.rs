@@ -85,3 +85,18 @@ fn a_large_screenshot_is_reserved_by_its_tiles() {
     let sent = &w.upstream.calls()[0].body;
     assert!(sent.len() > 2_000_000 && sent.contains("\"inline_data\""));
 }
+
+#[test]
+fn a_burst_of_embeddings_on_two_keys_of_10_rpm_admits_exactly_20() {
+    let w = world((0..20).map(|_| embedded(&[0.1])));
+    let (r, _) = EmbedRequest::from_openai(&json!({"model": EMBED, "input": "ping"})).unwrap();
+    let results: Vec<_> = (0..25).map(|_| block_on(w.router().embed(&r, &caller()))).collect();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 20);
+    for f in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(f.error.code(), "rate_limited");
+        assert!(f.attempts.is_empty(), "refused before any upstream call");
+    }
+    assert_eq!(w.upstream.calls().len(), 20);
+    assert_eq!(w.upstream.unused(), 0);
+}
