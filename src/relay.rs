@@ -11,13 +11,14 @@ use llm_key_router_core::config::{LogLevel, Settings};
 use llm_key_router_core::engine::{ChunkSource, PendingStream, Runtime};
 use llm_key_router_core::store::upstash::Upstash;
 use llm_key_router_core::store::SETTLE;
-use llm_key_router_core::wire::sse::frame;
-use serde_json::{json, Value};
+use llm_key_router_core::wire::openai::StreamShaper;
+use llm_key_router_core::wire::sse::{frame, StreamTally};
+use serde_json::json;
 use worker::{Context, Date, Headers, Response, Result};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Mode {
-    OpenAi { include_usage: bool },
+    OpenAi { include_usage: bool, include_thoughts: bool },
     Gemini,
 }
 
@@ -29,36 +30,25 @@ fn send(tx: &Tx, s: String) {
 }
 
 struct Emitter {
-    mode: Mode,
-    id: String,
-    created: u64,
-    model: String,
-    sent_role: bool,
+    /// OpenAI surface: the chunks, built in the core.
+    shaper: Option<StreamShaper>,
     /// Gemini surface: the latest event is held back so the final one goes out after the settle.
     held: Option<String>,
 }
 
 impl Emitter {
-    fn event(&mut self, tx: &Tx, data: String) {
-        match self.mode {
-            Mode::Gemini => {
+    /// Relays one event, already recorded in `tally`.
+    fn event(&mut self, tx: &Tx, data: String, tally: &StreamTally) {
+        match self.shaper.as_mut() {
+            None => {
                 if let Some(h) = self.held.replace(data) {
                     send(tx, frame(&h));
                 }
             }
-            Mode::OpenAi { .. } => {
-                let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-                let text = llm_key_router_core::wire::gemini::parse_reply(&v).text;
-                if text.is_empty() && self.sent_role {
-                    return;
+            Some(sh) => {
+                if let Some(c) = sh.event(&data, tally) {
+                    send(tx, frame(&c.to_string()));
                 }
-                let mut delta = json!({"content": text});
-                if !self.sent_role {
-                    delta["role"] = json!("assistant");
-                    self.sent_role = true;
-                }
-                let c = llm_key_router_core::wire::openai::chunk(&self.id, self.created, &self.model, delta, None);
-                send(tx, frame(&c.to_string()));
             }
         }
     }
@@ -92,16 +82,18 @@ async fn relay_task(
     tx: Tx,
 ) {
     let PendingStream { mut source, mut parser, mut tally, first_events, finish, model_used, .. } = pending;
-    let mut em = Emitter {
-        mode,
-        id: format!("chatcmpl-{}", WorkerRuntime.random_hex(12)),
-        created: Date::now().as_millis() / 1000,
-        model: model_used.clone(),
-        sent_role: false,
-        held: None,
+    let shaper = match mode {
+        Mode::OpenAi { include_thoughts, .. } => Some(StreamShaper::new(
+            format!("chatcmpl-{}", WorkerRuntime.random_hex(12)),
+            Date::now().as_millis() / 1000,
+            model_used.clone(),
+            include_thoughts,
+        )),
+        Mode::Gemini => None,
     };
+    let mut em = Emitter { shaper, held: None };
     for ev in first_events {
-        em.event(&tx, ev);
+        em.event(&tx, ev, &tally);
     }
     let mut failure: Option<String> = None;
     loop {
@@ -117,7 +109,7 @@ async fn relay_task(
             Some(Ok(None)) => {
                 if let Some(ev) = parser.finish() {
                     tally.observe(&ev);
-                    em.event(&tx, ev);
+                    em.event(&tx, ev, &tally);
                 }
                 if tally.finish_reason.is_none() {
                     failure = Some("upstream stream ended without a finish reason".into());
@@ -127,7 +119,7 @@ async fn relay_task(
             Some(Ok(Some(bytes))) => {
                 for ev in parser.feed(&bytes) {
                     tally.observe(&ev);
-                    em.event(&tx, ev);
+                    em.event(&tx, ev, &tally);
                 }
             }
         }
@@ -155,18 +147,9 @@ async fn relay_task(
                 send(&tx, frame(&h));
             }
         }
-        (None, Mode::OpenAi { include_usage }) => {
-            let fr = llm_key_router_core::wire::openai::finish_reason(tally.finish_reason.as_deref());
-            let c = llm_key_router_core::wire::openai::chunk(&em.id, em.created, &em.model, json!({}), Some(fr));
-            send(&tx, frame(&c.to_string()));
-            if include_usage {
-                let u = llm_key_router_core::wire::openai::usage_chunk(
-                    &em.id,
-                    em.created,
-                    &em.model,
-                    &tally.usage.unwrap_or_default(),
-                );
-                send(&tx, frame(&u.to_string()));
+        (None, Mode::OpenAi { include_usage, .. }) => {
+            for c in em.shaper.as_ref().map(|sh| sh.finish(&tally, include_usage)).unwrap_or_default() {
+                send(&tx, frame(&c.to_string()));
             }
             send(&tx, frame("[DONE]"));
         }

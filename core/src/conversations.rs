@@ -83,15 +83,48 @@ pub fn parse_message(body: &Value, id: &str, model: Option<String>) -> Result<Ge
     GenerateRequest::parse(&g, model.as_deref())
 }
 
-/// A stored turn as shown to clients.
+/// A stored turn as shown to clients (`GET /v1/conversations/{id}/messages`):
+///
+/// ```text
+/// {"role": "user" | "assistant", "content": "<the text parts joined>", "created_at": ms,
+///  "usage"?: {...},                                   model turns
+///  "tool_calls"?: [{"id", "name", "arguments"}],      model turns that called functions;
+///                                                     `arguments` is a JSON string, as in OpenAI
+///  "tool_results"?: [{"name", "response"}]}           user turns that carried tool results
+/// ```
+///
+/// `id` is the id the caller saw (it carries the thought signature, see `wire::call_id`), or
+/// null for a turn stored before ids were kept. Thought signatures themselves are not shown.
 pub fn turn_view(raw: &str) -> Value {
     let t: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
-    let text: String =
-        t["parts"].as_array().into_iter().flatten().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("");
+    let parts: &[Value] = t["parts"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let text: String = parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("");
     let role = if t["role"] == "model" { "assistant" } else { "user" };
     let mut v = json!({"role": role, "content": text, "created_at": t["at"]});
     if t.get("usage").is_some() {
         v["usage"] = t["usage"].clone();
+    }
+    let ids = t["tool_call_ids"].as_array();
+    let calls: Vec<Value> = parts
+        .iter()
+        .filter_map(|p| p.get("functionCall"))
+        .enumerate()
+        .map(|(i, fc)| {
+            let id = ids.and_then(|ids| ids.get(i)).cloned().unwrap_or(Value::Null);
+            let args = fc.get("args").cloned().unwrap_or_else(|| json!({}));
+            json!({"id": id, "name": fc["name"], "arguments": args.to_string()})
+        })
+        .collect();
+    if !calls.is_empty() {
+        v["tool_calls"] = Value::Array(calls);
+    }
+    let results: Vec<Value> = parts
+        .iter()
+        .filter_map(|p| p.get("functionResponse"))
+        .map(|fr| json!({"name": fr["name"], "response": fr["response"]}))
+        .collect();
+    if !results.is_empty() {
+        v["tool_results"] = Value::Array(results);
     }
     v
 }
@@ -281,6 +314,40 @@ impl<T: Transport> Conversations<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn turn_view_shows_tool_calls_and_results() {
+        use crate::engine::conversation_turns;
+        use crate::wire::gemini::parse_reply;
+        let reply = parse_reply(
+            &json!({"candidates": [{"content": {"parts": [{"text": "Checking."},
+                {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "U0lH"}]}}]}),
+            "rid:0",
+        );
+        let asked = json!({"role": "user", "parts": [{"text": "weather?"}]});
+        let turns = conversation_turns(&[asked], 1, &reply.out, &Default::default(), 2);
+        let model = turn_view(&turns[1]);
+        assert_eq!(model["role"], "assistant");
+        assert_eq!(model["content"], "Checking.");
+        let id = crate::wire::call_id::call_id("rid:0", 0, Some("U0lH"));
+        assert_eq!(
+            model["tool_calls"],
+            json!([{"id": id, "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}])
+        );
+        let stored: Value = serde_json::from_str(&turns[1]).unwrap();
+        assert_eq!(stored["parts"][1]["thoughtSignature"], "U0lH", "the signature is stored with its call");
+        assert_eq!(stored["tool_call_ids"], json!([id]));
+        let result = turn_view(
+            r#"{"role":"user","parts":[{"functionResponse":{"name":"get_weather","response":{"temp":21}}}],"at":3}"#,
+        );
+        assert_eq!(result["role"], "user");
+        assert_eq!(result["content"], "");
+        assert_eq!(result["tool_results"], json!([{"name": "get_weather", "response": {"temp": 21}}]));
+        assert!(result.get("tool_calls").is_none());
+        // A text-only turn keeps its old shape.
+        let plain = turn_view(r#"{"role":"model","parts":[{"text":"4"}],"at":5}"#);
+        assert!(plain.get("tool_calls").is_none() && plain.get("tool_results").is_none());
+    }
 
     #[test]
     fn create_request_validation() {

@@ -683,8 +683,8 @@ fn prop_upstream((status, body): (u16, String)) -> Result<(), TestCaseError> {
         }
         Cooldown::Unknown => {}
     }
-    let r = gemini::parse_reply(&serde_json::from_str(&body).unwrap_or(Value::Null));
-    let _ = r.text.len();
+    let r = gemini::parse_reply(&serde_json::from_str(&body).unwrap_or(Value::Null), "fuzz");
+    let _ = r.out.text.len();
     // Masking shows at most the `AIzaSy` prefix and the last 4 characters.
     let m = policy::mask_key(&body);
     check(m.chars().count() <= 11, || format!("mask {m:?} too long"))

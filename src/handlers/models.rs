@@ -24,6 +24,7 @@ enum Shape {
     OpenAi {
         stream: bool,
         include_usage: bool,
+        include_thoughts: bool,
     },
     Gemini {
         stream: bool,
@@ -33,7 +34,9 @@ enum Shape {
 impl Shape {
     fn stream_mode(&self) -> Option<Mode> {
         match *self {
-            Shape::OpenAi { stream: true, include_usage } => Some(Mode::OpenAi { include_usage }),
+            Shape::OpenAi { stream: true, include_usage, include_thoughts } => {
+                Some(Mode::OpenAi { include_usage, include_thoughts })
+            }
             Shape::Gemini { stream: true } => Some(Mode::Gemini),
             _ => None,
         }
@@ -47,6 +50,11 @@ fn conversation_header(req: &Request) -> Result<Option<String>, RouterError> {
         Some(id) if llm_key_router_core::ids::valid_conversation_id(id.trim()) => Ok(Some(id.trim().to_string())),
         Some(_) => Err(RouterError::bad_request("invalid_conversation_id", "X-Conversation-Id is malformed")),
     }
+}
+
+/// `X-Allow-Fallback: true`: the SDK surfaces' way to allow the model's fallback chain.
+fn fallback_header(req: &Request) -> Result<bool, RouterError> {
+    api::allow_fallback_header(req.headers().get("x-allow-fallback").ok().flatten().as_deref())
 }
 
 /// The pool's first model: the fallback of a conversation send that named no model (the
@@ -80,13 +88,18 @@ pub(super) async fn conversation_send(req: &mut Request, cx: &Ctx<'_>, id: &str)
 
 pub(super) async fn chat(req: &mut Request, cx: &Ctx<'_>) -> Answer {
     let conv_id = conversation_header(req)?;
+    let allow_fallback = fallback_header(req)?;
     let body = read_json(req, cx.settings).await?;
-    let c = ChatRequest::parse(&body, conv_id)?;
-    run(cx, c.gen, Shape::OpenAi { stream: c.stream, include_usage: c.include_usage }).await
+    let mut c = ChatRequest::parse(&body, conv_id)?;
+    c.gen.allow_fallback = allow_fallback;
+    let shape =
+        Shape::OpenAi { stream: c.stream, include_usage: c.include_usage, include_thoughts: c.include_thoughts };
+    run(cx, c.gen, shape).await
 }
 
 pub(super) async fn gemini(req: &mut Request, cx: &Ctx<'_>, model: &str, method: GeminiMethod) -> Answer {
     let conv_id = conversation_header(req)?;
+    let allow_fallback = fallback_header(req)?;
     let body = read_json(req, cx.settings).await?;
     if !cx.pool.serves(model) {
         return Err(RouterError::UnknownModel { model: model.to_string() });
@@ -94,7 +107,8 @@ pub(super) async fn gemini(req: &mut Request, cx: &Ctx<'_>, model: &str, method:
     match method {
         GeminiMethod::CountTokens => count_tokens(cx, model, &body).await,
         GeminiMethod::Generate | GeminiMethod::Stream => {
-            let g = GenerateRequest::from_gemini_owned(body, model, conv_id)?;
+            let mut g = GenerateRequest::from_gemini_owned(body, model, conv_id)?;
+            g.allow_fallback = allow_fallback;
             run(cx, g, Shape::Gemini { stream: method == GeminiMethod::Stream }).await
         }
     }
@@ -148,9 +162,10 @@ async fn run(cx: &Ctx<'_>, gen: GenerateRequest, shape: Shape) -> Answer {
             let ms = Date::now().as_millis() - cx.started;
             respond::json(200, &api::generate_response(&s, ms, gen.conversation_id.as_deref()))
         }
-        Shape::OpenAi { .. } => {
+        Shape::OpenAi { include_thoughts, .. } => {
             let id = format!("chatcmpl-{}", WorkerRuntime.random_hex(12));
-            let body = openai::completion(&id, Date::now().as_millis() / 1000, &s.model_used, &s.reply, &s.usage);
+            let now = Date::now().as_millis() / 1000;
+            let body = openai::completion(&id, now, &s.model_used, &s.reply, &s.usage, include_thoughts);
             respond::json_with_key(&body, &s.key_id)
         }
         Shape::Gemini { .. } => respond::json(200, &s.raw),

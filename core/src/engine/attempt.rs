@@ -9,6 +9,8 @@ use crate::wire::sse::{SseParser, StreamTally};
 use futures_util::future::{select, Either};
 
 /// What one upstream call gave back.
+// Built once per attempt and moved: the size difference costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Called<S> {
     Whole(HttpReply),
     Stream(FirstEvents<S>),
@@ -22,6 +24,15 @@ pub(super) struct FirstEvents<S> {
     pub events: Vec<String>,
 }
 
+/// Which Gemini method an attempt calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Method<'m> {
+    Generate,
+    Stream,
+    /// Another unary method, e.g. `embedContent` or `batchEmbedContents`.
+    Unary(&'m str),
+}
+
 impl<'a, Q, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
     /// Calls Gemini with at most `timeout_ms` for the whole answer (unary) or the first event
     /// (stream). The caller shrinks the timeout to what is left of the request's deadline.
@@ -31,29 +42,32 @@ impl<'a, Q, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
         secret: &str,
         body: String,
         timeout_ms: u64,
-        stream: bool,
-        method: Option<&str>,
+        method: Method<'_>,
+        rid: &str,
     ) -> Result<Called<U::Stream>, UpstreamError> {
-        if let Some(m) = method {
-            return self.upstream.call(model, m, secret, body, timeout_ms).await.map(Called::Whole);
-        }
-        if !stream {
-            return self.upstream.generate(model, secret, body, timeout_ms).await.map(Called::Whole);
+        match method {
+            Method::Unary(m) => return self.upstream.call(model, m, secret, body, timeout_ms).await.map(Called::Whole),
+            Method::Generate => {
+                return self.upstream.generate(model, secret, body, timeout_ms).await.map(Called::Whole)
+            }
+            Method::Stream => {}
         }
         match self.upstream.open_stream(model, secret, body, timeout_ms).await? {
             StreamOpen::Refused(reply) => Ok(Called::Whole(reply)),
-            StreamOpen::Open(source) => self.read_first(source, timeout_ms).await.map(Called::Stream),
+            StreamOpen::Open(source) => self.read_first(source, timeout_ms, rid).await.map(Called::Stream),
         }
     }
 
-    /// Reads the stream until its first event, within `timeout_ms` of now.
+    /// Reads the stream until its first event, within `timeout_ms` of now. `rid` salts the
+    /// tool-call ids of the stream's tally.
     async fn read_first(
         &self,
         mut source: U::Stream,
         timeout_ms: u64,
+        rid: &str,
     ) -> Result<FirstEvents<U::Stream>, UpstreamError> {
         let mut parser = SseParser::default();
-        let mut tally = StreamTally::default();
+        let mut tally = StreamTally::new(rid);
         let mut events = Vec::new();
         let deadline = self.rt.now_ms() + timeout_ms;
         while events.is_empty() {

@@ -13,20 +13,22 @@
 //! What fails over: a 429 (the settle cools the quota group), an invalid key (the settle
 //! disables it), and 5xx/timeout/transport errors (after a jittered backoff).
 
-use super::attempt::{Called, FirstEvents};
+use super::attempt::{Called, FirstEvents, Method};
 use super::classify::{classify, UpstreamOutcome};
-use super::plan::{keys_with_secret, upstream_body, Plan};
+use super::plan::{keys_with_secret, resolve_tool_names, upstream_body, Plan};
 use super::ports::{QuotaStore, Runtime, Secrets, Upstream, UpstreamError};
 use super::reserve::Offer;
-use super::settle::{conv_settle, conversation_turns, settle_spec, Charge, PendingStream, Reserved, StreamFinish};
+use super::settle::{
+    answer_estimate, conv_settle, conversation_turns, settle_spec, Charge, PendingStream, Reserved, StreamFinish,
+};
 use super::{Attempt, Caller, Failure, Outcome, Router, Success};
-use crate::config::{KeyConfig, KeyPool};
+use crate::config::{Estimator, KeyConfig, KeyPool};
 use crate::error::{LimitKind, RouterError};
 use crate::policy::backoff_ms;
-use crate::quota::{estimate_tokens, request_texts, Cooldown};
+use crate::quota::{estimate_tokens, non_text_bytes, request_texts, Cooldown};
 use crate::store::CooldownSpec;
 use crate::wire::gemini::{parse_reply, GenerateRequest, Reply, Usage};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Where the walk stands: the fallback chain, the keys already tried, the attempts made.
 pub(super) struct Walk {
@@ -130,6 +132,8 @@ impl Walk {
 }
 
 /// What to do after a whole (non-streamed) answer.
+// Built once per attempt and moved: the size difference costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Next {
     Answer { reply: Reply, usage: Usage, raw: Value },
     FailOver { backoff: bool, error: RouterError },
@@ -142,7 +146,8 @@ enum Verdict<S> {
 }
 
 /// The policy: what an upstream result means for the walk, and what the settle records.
-fn judge<S>(result: Result<Called<S>, UpstreamError>) -> (Verdict<S>, Charge, Option<u16>) {
+/// `rid` salts the answer's tool-call ids (`wire::call_id`).
+fn judge<S>(result: Result<Called<S>, UpstreamError>, rid: &str) -> (Verdict<S>, Charge, Option<u16>) {
     let fail_over = |backoff: bool, error: RouterError| Verdict::Whole(Next::FailOver { backoff, error });
     let reply = match result {
         Err(UpstreamError::Timeout) => {
@@ -159,7 +164,7 @@ fn judge<S>(result: Result<Called<S>, UpstreamError>) -> (Verdict<S>, Charge, Op
     let (verdict, charge) = match classify(reply.status, &reply.body) {
         UpstreamOutcome::Success => match serde_json::from_str::<Value>(&reply.body) {
             Ok(raw) => {
-                let r = parse_reply(&raw);
+                let r = parse_reply(&raw, rid);
                 let usage = r.usage.unwrap_or_default();
                 let charge = Charge { usage: r.usage, ..Charge::kept("success") };
                 (Verdict::Whole(Next::Answer { reply: r, usage, raw }), charge)
@@ -231,6 +236,19 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                 }
             }
             let key = granted.key;
+            // Tool results sent without their calls are named from the stored turns.
+            let named = match resolve_tool_names(&req.contents, &granted.history) {
+                Ok(named) => named.map(|contents| GenerateRequest { contents, ..req.clone() }),
+                Err(e) => {
+                    let conv_part =
+                        conv.as_ref().map(|c| conv_settle(c, settings.conversation_ttl_seconds, Vec::new(), 0, 0));
+                    let reserved = Reserved { key, client_id: &caller.client_id, rid, day: granted.day };
+                    let charge = Charge { release: true, ..Charge::kept("client_error") };
+                    let _ = self.store.settle(&settle_spec(reserved, charge, &self.cfg_fingerprint, conv_part)).await;
+                    return Err(walk.fail(e));
+                }
+            };
+            let req = named.as_ref().unwrap_or(req);
             let (body, omitted_turns) = match &plan.embed {
                 Some((_, body)) => (body.clone(), 0),
                 None => upstream_body(req, &granted.history, granted.system, settings),
@@ -239,10 +257,14 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
             let t0 = self.rt.now_ms();
             // The upstream timeout shrinks to what is left of the request's deadline.
             let timeout = settings.upstream_timeout_ms.min(plan.deadline.saturating_sub(t0).max(1));
-            let method = plan.embed.as_ref().map(|e| e.0);
-            let result = self.call_upstream(&key.model, &secret, body, timeout, stream, method).await;
+            let method = match &plan.embed {
+                Some((m, _)) => Method::Unary(m),
+                None if stream => Method::Stream,
+                None => Method::Generate,
+            };
+            let result = self.call_upstream(&key.model, &secret, body, timeout, method, &rid).await;
             let elapsed = self.rt.now_ms().saturating_sub(t0);
-            let (verdict, charge, status) = judge(result);
+            let (verdict, charge, status) = judge(result, &rid);
             let attempt = |outcome, cooldown_until| Attempt {
                 key_id: key.key_id.clone(),
                 model: key.model.clone(),
@@ -262,7 +284,7 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                         day: reserved.day,
                         conv,
                         new_contents: req.contents.clone(),
-                        new_texts_est: estimate_tokens(request_texts(&plan.bare_body), settings.estimator),
+                        new_texts_est: new_turns_estimate(&plan.bare_body, req, settings.estimator),
                         ttl_s: settings.conversation_ttl_seconds,
                         estimator: settings.estimator,
                         started_at: t0,
@@ -277,9 +299,9 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
             let conv_part = match (&conv, &next) {
                 (Some(_), _) if will_retry => None,
                 (Some(c), Next::Answer { reply, usage, .. }) => {
-                    let turns = conversation_turns(&req.contents, t0, &reply.text, usage, self.rt.now_ms());
-                    let texts = request_texts(&plan.bare_body).into_iter().chain([reply.text.as_str()]);
-                    let est = estimate_tokens(texts, settings.estimator);
+                    let turns = conversation_turns(&req.contents, t0, &reply.out, usage, self.rt.now_ms());
+                    let est = new_turns_estimate(&plan.bare_body, req, settings.estimator)
+                        + answer_estimate(&reply.out, settings.estimator);
                     Some(conv_settle(c, settings.conversation_ttl_seconds, turns, usage.total, est))
                 }
                 (Some(c), _) => Some(conv_settle(c, settings.conversation_ttl_seconds, Vec::new(), 0, 0)),
@@ -334,4 +356,11 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
             self.rt.sleep(wait).await;
         }
     }
+}
+
+/// What the new turns add to the conversation's history estimate: the request's texts (as
+/// before) and the non-text parts of the new turns (calls, results, signatures), but not the
+/// tool declarations, which are sent again with every request rather than stored.
+fn new_turns_estimate(bare_body: &Value, req: &GenerateRequest, estimator: Estimator) -> u64 {
+    estimate_tokens(request_texts(bare_body), estimator) + non_text_bytes(&json!({"contents": req.contents}))
 }

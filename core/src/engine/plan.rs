@@ -7,7 +7,7 @@ use super::{Caller, Router};
 use crate::config::{Estimator, KeyConfig, KeyPool, Settings};
 use crate::error::RouterError;
 use crate::quota::media::{contents_tokens, families};
-use crate::quota::{estimate_tokens, request_texts};
+use crate::quota::{estimate_tokens, non_text_bytes, request_estimate, request_texts};
 use crate::store::{keys, Bucket, ConvLock};
 use crate::wire::gemini::GenerateRequest;
 use serde_json::{json, Value};
@@ -30,7 +30,8 @@ pub(super) struct Plan {
     /// conversation's estimate.
     pub bare_body: Value,
     /// Tokens reserved before the call. `to_gemini` already carries the system instruction, so
-    /// it is counted once; media counts by its token cost (`quota::media`).
+    /// it is counted once; tool declarations, schemas, calls and results count by their bytes
+    /// (`quota::non_text_bytes`), media by its token cost (`quota::media`).
     pub est: u64,
     /// Absolute time after which no new attempt starts.
     pub deadline: u64,
@@ -70,7 +71,8 @@ impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
             .max()
             .unwrap_or(0);
         let bare_body = req.to_gemini_without_media_data();
-        let est = estimate_tokens(request_texts(&bare_body), self.settings.estimator) + media;
+        let est =
+            estimate_tokens(request_texts(&bare_body), self.settings.estimator) + non_text_bytes(&bare_body) + media;
         Ok(Plan {
             request_id,
             models,
@@ -127,37 +129,101 @@ pub(super) fn buckets(settings: &Settings, caller: &Caller) -> Vec<Bucket> {
 
 /// The body sent upstream: the stored history (trimmed to the context budget) before the new
 /// turns, and the conversation's stored system instruction unless the request carries one.
-/// Returns the body and how many stored turns were left out.
+/// Returns the body and how many stored turns were left out. `req` has its tool results
+/// already named ([`resolve_tool_names`]).
 pub(super) fn upstream_body(
     req: &GenerateRequest,
     stored: &[String],
     stored_system: Option<String>,
     settings: &Settings,
 ) -> (String, usize) {
-    let (history, omitted) = upstream_history(stored, settings.context_budget_tokens, settings.estimator);
+    let answers_calls = req.contents.first().is_some_and(has_function_response);
+    let (history, omitted) =
+        upstream_history(stored, settings.context_budget_tokens, settings.estimator, answers_calls);
     // Serialized from borrowed parts: the request's media is not copied again.
     (req.to_gemini_string(&history, stored_system.as_deref()), omitted)
 }
 
-/// Stored turns as sent upstream (only `role` and `parts`), leaving out the oldest turns while
-/// the estimate exceeds the context budget. They stay in storage. Turns are dropped in
-/// user+model pairs so the history still starts with a user turn.
-pub fn upstream_history(stored: &[String], budget: u64, estimator: Estimator) -> (Vec<Value>, usize) {
+fn has_function_response(turn: &Value) -> bool {
+    turn["parts"].as_array().into_iter().flatten().any(|p| p.get("functionResponse").is_some())
+}
+
+/// A user turn that opens an exchange: a cut of the history may start there.
+fn opens_exchange(turn: &Value) -> bool {
+    turn["role"] == "user" && !has_function_response(turn)
+}
+
+/// Stored turns as sent upstream (only `role` and `parts`, whole: text, `functionCall` with its
+/// `thoughtSignature`, `functionResponse`), leaving out the oldest turns while the estimate
+/// exceeds the context budget. They stay in storage.
+///
+/// The history is only ever cut just before a user turn that opens an exchange (one without
+/// a `functionResponse`), so it never starts with a model turn or an orphaned tool result, and
+/// a `functionCall` turn is never separated from the `functionResponse` turn that answers it.
+/// When the new turns start with a tool result (`answers_calls`), the last exchange, which
+/// holds the call it answers, is always kept, even over budget.
+pub fn upstream_history(
+    stored: &[String],
+    budget: u64,
+    estimator: Estimator,
+    answers_calls: bool,
+) -> (Vec<Value>, usize) {
     let turns: Vec<Value> = stored
         .iter()
         .filter_map(|t| serde_json::from_str::<Value>(t).ok())
         .map(|t| json!({"role": t["role"], "parts": t["parts"]}))
         .collect();
-    let sizes: Vec<u64> =
-        turns.iter().map(|t| estimate_tokens(request_texts(&json!({"contents": [t]})), estimator)).collect();
+    let sizes: Vec<u64> = turns.iter().map(|t| request_estimate(&json!({"contents": [t]}), estimator)).collect();
     let mut total: u64 = sizes.iter().sum();
+    // Where a cut may start: before every later exchange opener, and at the end (everything
+    // left out) unless the new turns answer a stored call.
+    let mut cuts: Vec<usize> = (1..turns.len()).filter(|&i| opens_exchange(&turns[i])).collect();
+    if !answers_calls {
+        cuts.push(turns.len());
+    }
     let mut start = 0;
-    while total > budget && start < turns.len() {
-        let step = if start + 1 < turns.len() { 2 } else { 1 };
-        for s in &sizes[start..start + step] {
-            total -= s;
+    for cut in cuts {
+        if total <= budget {
+            break;
         }
-        start += step;
+        total -= sizes[start..cut].iter().sum::<u64>();
+        start = cut;
     }
     (turns[start..].to_vec(), start)
+}
+
+/// Names the tool results that a conversation send carried without their calls
+/// (`functionResponse {id, response}`, see `wire::openai::messages`) from the stored turns'
+/// `tool_call_ids`. `Ok(None)` when there is nothing to name; an id no stored call has is a
+/// 400 `unknown_tool_call_id`.
+pub(super) fn resolve_tool_names(contents: &[Value], stored: &[String]) -> Result<Option<Vec<Value>>, RouterError> {
+    let pending =
+        |p: &Value| p.get("functionResponse").is_some_and(|f| f.get("name").is_none() && f.get("id").is_some());
+    if !contents.iter().any(|c| c["parts"].as_array().into_iter().flatten().any(pending)) {
+        return Ok(None);
+    }
+    let mut names: Vec<(String, String)> = Vec::new();
+    for t in stored.iter().filter_map(|t| serde_json::from_str::<Value>(t).ok()) {
+        let calls = t["parts"].as_array().into_iter().flatten().filter_map(|p| p["functionCall"]["name"].as_str());
+        let ids = t["tool_call_ids"].as_array().into_iter().flatten().filter_map(Value::as_str);
+        names.extend(ids.zip(calls).map(|(i, n)| (i.to_string(), n.to_string())));
+    }
+    let mut out = contents.to_vec();
+    for c in &mut out {
+        for p in c.get_mut("parts").and_then(Value::as_array_mut).into_iter().flatten() {
+            if !pending(p) {
+                continue;
+            }
+            let Some(f) = p.get_mut("functionResponse") else { continue };
+            let id = f["id"].as_str().unwrap_or_default().to_string();
+            let name = names.iter().rev().find(|(i, _)| *i == id).map(|(_, n)| n.clone()).ok_or_else(|| {
+                RouterError::bad_request(
+                    "unknown_tool_call_id",
+                    format!("tool_call_id '{id}' answers no tool call of the request or the conversation"),
+                )
+            })?;
+            *f = json!({"name": name, "response": f["response"]});
+        }
+    }
+    Ok(Some(out))
 }

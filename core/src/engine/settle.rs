@@ -8,9 +8,9 @@
 use super::attempt::FirstEvents;
 use super::Attempt;
 use crate::config::{Estimator, KeyConfig};
-use crate::quota::estimate_tokens;
+use crate::quota::{estimate_tokens, non_text_bytes};
 use crate::store::{settle_call, ConvLock, ConvSettle, CooldownSpec, SettleSpec};
-use crate::wire::gemini::Usage;
+use crate::wire::gemini::{ModelOutput, Usage};
 use crate::wire::sse::{SseParser, StreamTally};
 use serde_json::{json, Value};
 
@@ -69,10 +69,22 @@ pub(super) fn settle_spec<'k>(
 
 /// The turns a successful send appends to its conversation: the new turn(s) as sent (stamped
 /// with when they were sent), then the model's answer with its usage.
+///
+/// Turns keep whole parts, so a tool loop can continue from the stored history:
+///
+/// ```text
+/// {"role": "user",  "parts": [{"text": ...} | {"functionResponse": {"name", "response"}}, ...], "at": ms}
+/// {"role": "model", "parts": [{"text": ..., "thoughtSignature"?}?,
+///                             {"functionCall": {"name", "args"}, "thoughtSignature"?}, ...],
+///  "at": ms, "usage": {...}, "tool_call_ids"?: ["call_...", ...]}
+/// ```
+///
+/// `tool_call_ids` (one per `functionCall` part, in order) are the ids the caller saw; a later
+/// tool result sent alone is named from them. Only `role` and `parts` go upstream.
 pub fn conversation_turns(
     new_contents: &[Value],
     sent_at: u64,
-    answer: &str,
+    answer: &ModelOutput,
     usage: &Usage,
     answered_at: u64,
 ) -> Vec<String> {
@@ -80,8 +92,18 @@ pub fn conversation_turns(
         .iter()
         .map(|c| json!({"role": c["role"], "parts": c["parts"], "at": sent_at}).to_string())
         .collect();
-    turns.push(json!({"role": "model", "parts": [{"text": answer}], "at": answered_at, "usage": usage}).to_string());
+    let mut model = json!({"role": "model", "parts": answer.model_parts(), "at": answered_at, "usage": usage});
+    if !answer.calls.is_empty() {
+        model["tool_call_ids"] = json!(answer.call_ids());
+    }
+    turns.push(model.to_string());
     turns
+}
+
+/// What an answer adds to the conversation's history estimate: its text and its calls.
+pub(super) fn answer_estimate(answer: &ModelOutput, estimator: Estimator) -> u64 {
+    let turn = json!({"contents": [{"parts": answer.model_parts()}]});
+    estimate_tokens([answer.text.as_str()], estimator) + non_text_bytes(&turn)
 }
 
 /// The conversation half of a settle: unlock, and append `turns` if any (none on failure).
@@ -133,6 +155,7 @@ pub struct StreamFinish {
     pub day: i64,
     pub conv: Option<ConvLock>,
     pub new_contents: Vec<Value>,
+    /// Estimate of the new turns (texts and non-text parts) for the conversation's history.
     pub new_texts_est: u64,
     pub ttl_s: u64,
     pub estimator: Estimator,
@@ -147,11 +170,11 @@ impl StreamFinish {
         let usage = tally.usage.unwrap_or_default();
         let conv = self.conv.as_ref().map(|c| {
             let turns = if complete {
-                conversation_turns(&self.new_contents, self.started_at, &tally.text, &usage, now_ms)
+                conversation_turns(&self.new_contents, self.started_at, &tally.out, &usage, now_ms)
             } else {
                 Vec::new()
             };
-            let est = self.new_texts_est + estimate_tokens([tally.text.as_str()], self.estimator);
+            let est = self.new_texts_est + answer_estimate(&tally.out, self.estimator);
             conv_settle(c, self.ttl_s, turns, usage.total, est)
         });
         let charge = Charge { usage: tally.usage, ..Charge::kept(if complete { "success" } else { "stream_cut" }) };

@@ -20,7 +20,7 @@
 //! | PDF | pages × 258 (Gemini 3: × its level, unset 1120); pages = `/Type /Page` objects, or the largest `/Count`, or else ⌈bytes / 2048⌉ capped at Google's 1000 pages | strict when the page objects are visible; estimate for PDFs whose objects are compressed |
 //! | inline text (`text/*`, JSON, XML…) | its decoded bytes | strict under the byte estimator |
 //! | `fileData` (Google fetches it) | a fixed charge by type: image 4128, PDF 64 pages, audio 10 min, video 2 min, other 4128 | estimate: the file is never read by the router |
-//! | any other non-text part (function calls and responses, code) | its JSON bytes | strict under the byte estimator |
+//! | any other non-text part (function calls and responses, code) | its JSON bytes, in `quota::non_text_bytes` | strict under the byte estimator |
 
 use crate::wire::base64::Decoded;
 use serde_json::Value;
@@ -93,23 +93,21 @@ fn config_level(gen: Option<&Value>) -> Option<&str> {
     get(gen?, "mediaResolution", "media_resolution")?.as_str()
 }
 
-/// Input tokens of every part of `req` (a `GenerateContentRequest`) that is not text, for a
-/// model of `family`.
+/// Input tokens of every media part of `req` (a `GenerateContentRequest`), for a model of
+/// `family`.
 pub fn non_text_tokens(req: &Value, family: Family) -> u64 {
     let contents = req.get("contents").and_then(Value::as_array).into_iter().flatten();
     let gen = get(req, "generationConfig", "generation_config");
     contents_tokens(contents.chain(req.get("systemInstruction")), gen, family)
 }
 
-/// Input tokens of the non-text parts of `contents` (each `{parts: [...]}`), read in place.
+/// Input tokens of the media parts of `contents` (each `{parts: [...]}`), read in place.
 pub fn contents_tokens<'a>(contents: impl Iterator<Item = &'a Value>, gen: Option<&Value>, family: Family) -> u64 {
     let level = config_level(gen);
     let mut n = 0u64;
     for c in contents {
         for p in c.get("parts").and_then(Value::as_array).into_iter().flatten() {
-            if p.get("text").is_none() {
-                n = n.saturating_add(part_tokens(p, family, level));
-            }
+            n = n.saturating_add(part_tokens(p, family, level));
         }
     }
     n
@@ -131,7 +129,13 @@ pub fn non_text_tokens_for(req: &Value, models: &[String]) -> u64 {
     families(models).into_iter().map(|f| non_text_tokens(req, f)).max().unwrap_or(0)
 }
 
-/// One part's cost.
+/// Whether a part is media (`inlineData`, `fileData`, in either spelling).
+pub fn is_media(p: &Value) -> bool {
+    ["inlineData", "inline_data", "fileData", "file_data"].iter().any(|k| p.get(k).is_some())
+}
+
+/// One part's media cost; 0 for a part that is not media (text, function calls and results
+/// are counted by `quota::non_text_bytes`).
 pub fn part_tokens(p: &Value, family: Family, request_level: Option<&str>) -> u64 {
     let part_level =
         get(p, "mediaResolution", "media_resolution").and_then(|m| m.get("level").or(Some(m))).and_then(Value::as_str);
@@ -152,7 +156,7 @@ pub fn part_tokens(p: &Value, family: Family, request_level: Option<&str>) -> u6
         let mime = get(f, "mimeType", "mime_type").and_then(Value::as_str).unwrap_or("");
         return media.file(mime);
     }
-    p.to_string().len() as u64
+    0
 }
 
 struct Media<'l> {

@@ -62,6 +62,58 @@ pub fn request_texts(req: &Value) -> Vec<&str> {
     out
 }
 
+/// Longest function name Gemini accepts: what a tool result still to be named
+/// (`functionResponse` without `name`, see `engine::plan::resolve_tool_names`) may add.
+pub const FUNCTION_NAME_MAX: u64 = 64;
+
+/// Bytes of everything in a Gemini request that is not a text part but costs input tokens, as
+/// serialized JSON: non-text parts (`functionCall` args,
+/// `functionResponse` results), any other field of a text part (a `thoughtSignature`), the
+/// `tools` declarations with their schemas, `toolConfig`, and the structured-output schema
+/// (`generationConfig.responseJsonSchema` / `responseSchema`). Counted in the reservation so
+/// the byte estimate stays an upper bound: a token is at least one byte of its JSON. Media parts
+/// (`inlineData`, `fileData`) are not counted here but by their token cost, [`media`].
+pub fn non_text_bytes(req: &Value) -> u64 {
+    let json_len = |v: &Value| v.to_string().len() as u64;
+    let mut n = 0u64;
+    let contents = req.get("contents").and_then(Value::as_array).into_iter().flatten();
+    for c in contents.chain(req.get("systemInstruction")) {
+        for p in c.get("parts").and_then(Value::as_array).into_iter().flatten() {
+            match p.as_object() {
+                Some(o) if o.contains_key("text") => {
+                    if o.len() > 1 {
+                        let rest: serde_json::Map<String, Value> =
+                            o.iter().filter(|(k, _)| *k != "text").map(|(k, v)| (k.clone(), v.clone())).collect();
+                        n += json_len(&Value::Object(rest));
+                    }
+                }
+                _ if media::is_media(p) => {}
+                _ => n += json_len(p),
+            }
+            if p.get("functionResponse").is_some_and(|f| f.get("name").is_none()) {
+                n += FUNCTION_NAME_MAX;
+            }
+        }
+    }
+    for k in ["tools", "toolConfig"] {
+        n += req.get(k).map_or(0, json_len);
+    }
+    let gen = req.get("generationConfig");
+    for k in ["responseJsonSchema", "responseSchema"] {
+        n += gen.and_then(|g| g.get(k)).map_or(0, json_len);
+    }
+    n
+}
+
+/// The upper-bound estimate of a whole Gemini request: its texts plus [`non_text_bytes`] plus
+/// its media as Gemini 2.x counts it ([`media::non_text_tokens`]; the request path takes the
+/// worst case over its model chain instead).
+pub fn request_estimate(req: &Value, estimator: Estimator) -> u64 {
+    estimate_tokens(request_texts(req), estimator)
+        + non_text_bytes(req)
+        + media::non_text_tokens(req, media::Family::Tiles)
+}
+
 // --- The sliding log, as a pure model ---------------------------------------------------------
 
 /// Limits of one (quota group, model).
@@ -194,6 +246,84 @@ mod tests {
         let c = estimate_tokens(texts, Estimator::Chars4);
         assert!(c < b);
         assert_eq!(estimate_tokens([], Estimator::Bytes), 1);
+    }
+
+    #[test]
+    fn media_parts_are_counted_by_their_token_cost_not_their_bytes() {
+        let req = serde_json::json!({"contents": [{"parts": [{"text": "a"}, {"inlineData": {"mimeType": "image/png", "data": "AAAA"}}]}]});
+        assert_eq!(non_text_bytes(&req), 0);
+        // An image whose header does not read: the worst case of 16 tiles.
+        assert_eq!(request_estimate(&req, Estimator::Bytes), 1 + media::UNREADABLE_IMAGE_TOKENS);
+    }
+
+    #[test]
+    fn tools_schemas_calls_results_and_signatures_count() {
+        use serde_json::json;
+        let tools =
+            json!([{"functionDeclarations": [{"name": "get_weather", "parametersJsonSchema": {"type": "object"}}]}]);
+        let schema = json!({"type": "object", "properties": {"a": {"type": "string"}}});
+        let call = json!({"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}});
+        let result = json!({"functionResponse": {"name": "get_weather", "response": {"temp": 21}}});
+        let req = json!({"contents": [
+                {"role": "user", "parts": [{"text": "hi", "thoughtSignature": "SIG"}]},
+                {"role": "model", "parts": [call]},
+                {"role": "user", "parts": [result]}],
+            "tools": tools, "toolConfig": {"functionCallingConfig": {"mode": "ANY"}},
+            "generationConfig": {"responseJsonSchema": schema}});
+        let expected = [
+            json!({"thoughtSignature": "SIG"}),
+            call,
+            result,
+            tools,
+            json!({"functionCallingConfig": {"mode": "ANY"}}),
+            schema,
+        ]
+        .iter()
+        .map(|v| v.to_string().len() as u64)
+        .sum::<u64>();
+        assert_eq!(non_text_bytes(&req), expected);
+        // A tool result still to be named reserves room for the longest name.
+        let unnamed = json!({"contents": [{"parts": [{"functionResponse": {"id": "call_1", "response": {}}}]}]});
+        assert_eq!(
+            non_text_bytes(&unnamed),
+            unnamed["contents"][0]["parts"][0].to_string().len() as u64 + FUNCTION_NAME_MAX
+        );
+    }
+
+    /// With the byte estimator, the estimate of any request with tools is at least the bytes of
+    /// everything that can become input tokens (its whole JSON minus the syntax around texts),
+    /// over random mixes of texts, calls, results, declarations and schemas.
+    #[test]
+    fn tool_requests_estimate_at_least_their_content_bytes() {
+        use serde_json::json;
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..300 {
+            let word = |n: u64| "xé\"{}".repeat((n % 7) as usize);
+            let mut contents = Vec::new();
+            let mut content_bytes = 0u64;
+            for t in 0..(next() % 6) {
+                let part = match next() % 3 {
+                    0 => json!({"text": word(next())}),
+                    1 => {
+                        json!({"functionCall": {"name": "f", "args": {"q": word(next())}}, "thoughtSignature": word(next())})
+                    }
+                    _ => json!({"functionResponse": {"name": "f", "response": {"result": word(next())}}}),
+                };
+                content_bytes += part.get("text").map_or(part.to_string().len(), |t| t.as_str().unwrap().len()) as u64;
+                contents.push(json!({"role": if t % 2 == 0 { "user" } else { "model" }, "parts": [part]}));
+            }
+            let tools = json!([{"functionDeclarations": [{"name": "f", "description": word(next()),
+                "parametersJsonSchema": {"type": "object", "description": word(next())}}]}]);
+            let req = json!({"contents": contents, "tools": tools});
+            let floor = content_bytes + tools.to_string().len() as u64;
+            assert!(request_estimate(&req, Estimator::Bytes) >= floor, "{req}");
+        }
     }
 
     #[test]

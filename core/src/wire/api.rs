@@ -250,10 +250,21 @@ pub fn openai_model(model: &str) -> Value {
     json!({"id": model, "object": "model", "created": 0, "owned_by": "google"})
 }
 
+/// `X-Allow-Fallback` on the OpenAI and Gemini surfaces (what `allow_fallback` is on
+/// `/v1/generate`): `true`/`1` allows the model's fallback chain, absent/`false`/`0` does not,
+/// anything else is a 400 `invalid_header`.
+pub fn allow_fallback_header(value: Option<&str>) -> Result<bool, RouterError> {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(_) => Err(RouterError::bad_request("invalid_header", "X-Allow-Fallback: must be 'true' or 'false'")),
+    }
+}
+
 /// The `/v1/generate` answer.
 pub fn generate_response(s: &Success, duration_ms: u64, conversation_id: Option<&str>) -> Value {
     let mut v = json!({
-        "content": s.reply.text,
+        "content": s.reply.out.text,
         "model_used": s.model_used,
         "key_id": s.key_id,
         "usage": s.usage,
@@ -277,6 +288,16 @@ pub fn generate_response(s: &Success, duration_ms: u64, conversation_id: Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allow_fallback_header_parses() {
+        assert_eq!(allow_fallback_header(None), Ok(false));
+        assert_eq!(allow_fallback_header(Some("true")), Ok(true));
+        assert_eq!(allow_fallback_header(Some(" TRUE ")), Ok(true));
+        assert_eq!(allow_fallback_header(Some("1")), Ok(true));
+        assert_eq!(allow_fallback_header(Some("false")), Ok(false));
+        assert_eq!(allow_fallback_header(Some("maybe")).unwrap_err().code(), "invalid_header");
+    }
 
     #[test]
     fn routes_and_methods() {

@@ -25,30 +25,105 @@ impl Usage {
     }
 }
 
+/// One `functionCall` part of an answer, with the id the router gives it (see
+/// [`crate::wire::call_id`]) and the part's `thoughtSignature`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionCall {
+    pub id: String,
+    pub name: String,
+    /// Always a JSON object (Gemini's `Struct`); a missing `args` is `{}`.
+    pub args: Value,
+    pub signature: Option<String>,
+}
+
+/// What the model said, accumulated over one reply or over a stream's events: the answer text,
+/// the thought summaries (`thought: true` parts, never answer text), and the function calls.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelOutput {
+    pub text: String,
+    pub thoughts: String,
+    /// The `thoughtSignature` of a text part (Gemini 3 may sign the last text part).
+    pub text_signature: Option<String>,
+    pub calls: Vec<FunctionCall>,
+}
+
+impl ModelOutput {
+    /// Adds one candidate's `parts`; a call's id is `call_id(salt, its index in the answer)`.
+    pub fn absorb(&mut self, parts: &Value, salt: &str) {
+        for p in parts.as_array().into_iter().flatten() {
+            let signature = p.get("thoughtSignature").and_then(Value::as_str).map(str::to_string);
+            if let Some(fc) = p.get("functionCall") {
+                let index = self.calls.len();
+                let args = match fc.get("args") {
+                    Some(a @ Value::Object(_)) => a.clone(),
+                    _ => json!({}),
+                };
+                self.calls.push(FunctionCall {
+                    id: crate::wire::call_id::call_id(salt, index, signature.as_deref()),
+                    name: fc.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    args,
+                    signature,
+                });
+                continue;
+            }
+            let text = p.get("text").and_then(Value::as_str);
+            if p.get("thought").and_then(Value::as_bool) == Some(true) {
+                self.thoughts.push_str(text.unwrap_or_default());
+                continue;
+            }
+            if let Some(t) = text {
+                self.text.push_str(t);
+                if signature.is_some() {
+                    self.text_signature = signature;
+                }
+            }
+        }
+    }
+
+    /// The model turn's `parts` as stored in a conversation and replayed upstream: the text
+    /// (with its signature) unless empty, then one `functionCall` part per call with its
+    /// `thoughtSignature`. Thought summaries are not kept. Never empty.
+    pub fn model_parts(&self) -> Vec<Value> {
+        let mut parts = Vec::new();
+        if !self.text.is_empty() || self.text_signature.is_some() || self.calls.is_empty() {
+            let mut t = json!({"text": self.text});
+            if let Some(s) = &self.text_signature {
+                t["thoughtSignature"] = json!(s);
+            }
+            parts.push(t);
+        }
+        for c in &self.calls {
+            let mut p = json!({"functionCall": {"name": c.name, "args": c.args}});
+            if let Some(s) = &c.signature {
+                p["thoughtSignature"] = json!(s);
+            }
+            parts.push(p);
+        }
+        parts
+    }
+
+    pub fn call_ids(&self) -> Vec<String> {
+        self.calls.iter().map(|c| c.id.clone()).collect()
+    }
+}
+
 /// The useful parts of a `GenerateContentResponse`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
-    pub text: String,
+    pub out: ModelOutput,
     pub finish_reason: Option<String>,
     pub usage: Option<Usage>,
     pub block_reason: Option<String>,
     pub model_version: Option<String>,
 }
 
-pub fn parse_reply(body: &Value) -> Reply {
+/// Reads a reply; call ids are salted with `salt` (the reservation id, see `call_id`).
+pub fn parse_reply(body: &Value, salt: &str) -> Reply {
     let cand = &body["candidates"][0];
-    let mut text = String::new();
-    for p in cand["content"]["parts"].as_array().into_iter().flatten() {
-        // Thought summaries are not part of the answer.
-        if p.get("thought").and_then(Value::as_bool) == Some(true) {
-            continue;
-        }
-        if let Some(t) = p.get("text").and_then(Value::as_str) {
-            text.push_str(t);
-        }
-    }
+    let mut out = ModelOutput::default();
+    out.absorb(&cand["content"]["parts"], salt);
     Reply {
-        text,
+        out,
         finish_reason: cand["finishReason"].as_str().map(str::to_string),
         usage: Usage::from_metadata(&body["usageMetadata"]),
         block_reason: body["promptFeedback"]["blockReason"].as_str().map(str::to_string),
@@ -484,8 +559,8 @@ mod tests {
     fn reads_reply_and_usage_including_thoughts() {
         let body = json!({"candidates": [{"content": {"parts": [{"text": "4"}], "role": "model"}, "finishReason": "STOP"}],
             "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 39, "thoughtsTokenCount": 186, "totalTokenCount": 230}});
-        let r = parse_reply(&body);
-        assert_eq!(r.text, "4");
+        let r = parse_reply(&body, "s");
+        assert_eq!(r.out.text, "4");
         assert_eq!(r.usage, Some(Usage { input: 5, output: 39, thoughts: 186, total: 230 }));
     }
 
@@ -544,5 +619,41 @@ mod tests {
         let mut want = g.to_gemini(&[]);
         want["contents"][0]["parts"][1]["inline_data"]["data"] = json!("");
         assert_eq!(light, want);
+    }
+
+    #[test]
+    fn the_native_surface_passes_tools_signatures_and_results_through_unchanged() {
+        let body = json!({
+            "contents": [
+                {"role": "user", "parts": [{"text": "weather in Paris?"}]},
+                {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+                                             "thoughtSignature": "U0lH"}]},
+                {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"temp": 21}}}]}],
+            "tools": [{"functionDeclarations": [{"name": "get_weather",
+                "parametersJsonSchema": {"type": "object", "properties": {"city": {"$ref": "#/$defs/c"}}}}]}],
+            "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}},
+            "generationConfig": {"responseMimeType": "application/json", "responseSchema": {"type": "OBJECT"},
+                                 "thinkingConfig": {"includeThoughts": true}}
+        });
+        let g = GenerateRequest::from_gemini(&body, "gemini-3-pro-preview", None).unwrap().to_gemini(&[]);
+        assert_eq!(g, body, "nothing added, dropped or reshaped");
+    }
+
+    #[test]
+    fn a_reply_keeps_calls_signatures_and_thoughts_apart_from_the_text() {
+        let body = json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"text": "hmm", "thought": true}, {"text": "Sure.", "thoughtSignature": "VFM="},
+            {"functionCall": {"name": "f", "args": {"a": 1}}, "thoughtSignature": "RkM="}]}, "finishReason": "STOP"}]});
+        let r = parse_reply(&body, "rid");
+        assert_eq!((r.out.text.as_str(), r.out.thoughts.as_str()), ("Sure.", "hmm"));
+        assert_eq!(
+            r.out.model_parts(),
+            vec![
+                json!({"text": "Sure.", "thoughtSignature": "VFM="}),
+                json!({"functionCall": {"name": "f", "args": {"a": 1}}, "thoughtSignature": "RkM="})
+            ]
+        );
+        let empty = parse_reply(&json!({"candidates": [{"content": {"parts": []}}]}), "rid");
+        assert_eq!(empty.out.model_parts(), vec![json!({"text": ""})], "a stored turn is never empty");
     }
 }

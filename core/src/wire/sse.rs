@@ -1,7 +1,7 @@
 //! Server-Sent Events: splitting the upstream byte stream into events, and tracking what a
-//! Gemini stream has produced so far (text and the last usage seen).
+//! Gemini stream has produced so far (text, thoughts, function calls, and the last usage seen).
 
-use crate::wire::gemini::{parse_reply, Usage};
+use crate::wire::gemini::{ModelOutput, Usage};
 use serde_json::Value;
 
 /// Incremental SSE parser: feed it byte chunks as they arrive, get complete events' `data`.
@@ -53,28 +53,35 @@ impl SseParser {
 /// What a Gemini stream has produced so far.
 #[derive(Debug, Default, Clone)]
 pub struct StreamTally {
-    pub text: String,
+    /// Text, thoughts and function calls (each call arrives whole in one event), in order.
+    pub out: ModelOutput,
     /// Usage is cumulative: the last chunk that carries it wins; a chunk without it never
     /// resets a real count to zero.
     pub usage: Option<Usage>,
     pub finish_reason: Option<String>,
     pub events: usize,
+    /// Salt of the call ids (the reservation id), so a call has one id in every shape.
+    pub salt: String,
 }
 
 impl StreamTally {
+    pub fn new(salt: &str) -> StreamTally {
+        StreamTally { salt: salt.to_string(), ..StreamTally::default() }
+    }
+
     /// Records one event's JSON; returns the parsed value (or None if it is not JSON).
     pub fn observe(&mut self, data: &str) -> Option<Value> {
         let v: Value = serde_json::from_str(data).ok()?;
         self.events += 1;
-        let r = parse_reply(&v);
-        self.text.push_str(&r.text);
-        if let Some(u) = r.usage {
+        let cand = &v["candidates"][0];
+        self.out.absorb(&cand["content"]["parts"], &self.salt);
+        if let Some(u) = Usage::from_metadata(&v["usageMetadata"]) {
             if u.total > 0 || u.input > 0 {
                 self.usage = Some(u);
             }
         }
-        if r.finish_reason.is_some() {
-            self.finish_reason = r.finish_reason;
+        if let Some(f) = cand["finishReason"].as_str() {
+            self.finish_reason = Some(f.to_string());
         }
         Some(v)
     }
@@ -108,8 +115,22 @@ mod tests {
         assert_eq!(t.usage.unwrap().input, 5);
         t.observe(r#"{"candidates":[{"content":{"parts":[]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":2,"totalTokenCount":7}}"#);
         t.observe(r#"{"candidates":[{"content":{"parts":[]}}],"usageMetadata":{}}"#);
-        assert_eq!(t.text, "Hello");
+        assert_eq!(t.out.text, "Hello");
         assert_eq!(t.usage.unwrap().total, 7);
         assert_eq!(t.finish_reason.as_deref(), Some("STOP"));
+    }
+
+    #[test]
+    fn tally_collects_calls_with_stable_ids_and_keeps_thoughts_apart() {
+        let mut t = StreamTally::new("rid:0");
+        t.observe(r#"{"candidates":[{"content":{"parts":[{"text":"plan","thought":true},{"text":"Let me look."}]}}]}"#);
+        t.observe(r#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"get_weather","args":{"city":"Paris"}},"thoughtSignature":"c2ln"},{"functionCall":{"name":"get_time"}}]},"finishReason":"STOP"}]}"#);
+        assert_eq!((t.out.text.as_str(), t.out.thoughts.as_str()), ("Let me look.", "plan"));
+        assert_eq!(t.out.calls.len(), 2);
+        assert_eq!(t.out.calls[0].id, crate::wire::call_id::call_id("rid:0", 0, Some("c2ln")));
+        assert_eq!(t.out.calls[1].args, serde_json::json!({}));
+        let parts = t.out.model_parts();
+        assert_eq!(parts[1]["thoughtSignature"], "c2ln");
+        assert_eq!(parts[2]["functionCall"]["name"], "get_time");
     }
 }

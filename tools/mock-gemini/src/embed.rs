@@ -115,6 +115,8 @@ pub(crate) async fn serve(
                     prompt: p.tokens,
                     candidates: 0,
                     thoughts: 0,
+                    calls: Vec::new(),
+                    thought: None,
                 };
                 (gen, p.answer)
             })

@@ -103,6 +103,19 @@ pub fn invalid_argument(message: &str) -> Value {
     body(400, "INVALID_ARGUMENT", message, None)
 }
 
+/// Gemini 3's 400 for a model turn whose `functionCall` part lacks its `thoughtSignature`.
+/// `position` is the 1-based index of that content in `contents`.
+pub fn missing_thought_signature(name: &str, position: usize) -> Value {
+    invalid_argument(&format!(
+        "Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call `default_api:{name}` , position {position}. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
+    ))
+}
+
+/// The 400 for a `thoughtSignature` the mock never issued.
+pub fn corrupted_thought_signature() -> Value {
+    invalid_argument("Corrupted thought signature.")
+}
+
 pub fn not_found(message: &str) -> Value {
     body(404, "NOT_FOUND", message, None)
 }
@@ -232,6 +245,17 @@ mod tests {
         assert_eq!(file_denied("abc123"), expected);
         let expected: Value = serde_json::from_str(r#"{"error":{"code":403,"message":"CachedContent not found (or permission denied)","status":"PERMISSION_DENIED"}}"#).unwrap();
         assert_eq!(cached_content_denied(), expected);
+    }
+
+    #[test]
+    fn thought_signature_bodies_are_exact() {
+        let expected: Value = serde_json::from_str(r#"{"error":{"code":400,"message":"Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call `default_api:get_weather` , position 2. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details.","status":"INVALID_ARGUMENT"}}"#).unwrap();
+        assert_eq!(missing_thought_signature("get_weather", 2), expected);
+        let expected: Value = serde_json::from_str(
+            r#"{"error":{"code":400,"message":"Corrupted thought signature.","status":"INVALID_ARGUMENT"}}"#,
+        )
+        .unwrap();
+        assert_eq!(corrupted_thought_signature(), expected);
     }
 
     #[test]

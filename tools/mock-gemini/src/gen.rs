@@ -2,6 +2,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::{schema, tools};
+
 /// Tokens for one text: ceil(utf8_len / 4). Never more than the byte length.
 pub fn text_tokens(s: &str) -> u64 {
     (s.len() as u64).div_ceil(4)
@@ -21,7 +23,8 @@ fn part_texts(content: &Value) -> impl Iterator<Item = &str> {
 }
 
 /// promptTokenCount of a GenerateContentRequest: text parts of `systemInstruction` and
-/// `contents` (every role), ceil(bytes/4) each, at least 1.
+/// `contents` (every role), ceil(bytes/4) each, plus the tool material (see
+/// [`tools::prompt_tokens`]), at least 1.
 pub fn prompt_tokens(req: &Value) -> u64 {
     let mut n = 0;
     if let Some(si) = field(req, "systemInstruction", "system_instruction") {
@@ -32,7 +35,7 @@ pub fn prompt_tokens(req: &Value) -> u64 {
             n += part_texts(c).map(text_tokens).sum::<u64>();
         }
     }
-    n.max(1)
+    (n + tools::prompt_tokens(req)).max(1)
 }
 
 /// Checks the shape Gemini insists on; returns the INVALID_ARGUMENT message otherwise.
@@ -61,7 +64,7 @@ pub fn validate_generate(req: &Value) -> Result<(), String> {
             return Err(format!("* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.\n"));
         }
     }
-    Ok(())
+    tools::validate(req)
 }
 
 fn content_text(c: &Value) -> String {
@@ -103,12 +106,38 @@ fn gen_config(req: &Value) -> Option<&Value> {
     field(req, "generationConfig", "generation_config")
 }
 
-/// The deterministic answer for a request (before maxOutputTokens truncation).
-pub fn answer(req: &Value) -> String {
+fn last_user_text(req: &Value) -> String {
     let contents: &[Value] = req.get("contents").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
     let users: Vec<&Value> = contents.iter().filter(|c| is_user(c)).collect();
-    let last = users.last().copied().or(contents.last()).map(content_text).unwrap_or_default();
-    let text = last.trim();
+    users.last().copied().or(contents.last()).map(content_text).unwrap_or_default().trim().to_string()
+}
+
+fn wants_json(req: &Value) -> bool {
+    gen_config(req).and_then(|g| field(g, "responseMimeType", "response_mime_type")).and_then(Value::as_str)
+        == Some("application/json")
+}
+
+/// The response schema of a JSON-mode request (`responseJsonSchema` or `responseSchema`,
+/// either spelling), if any.
+fn response_schema(req: &Value) -> Option<&Value> {
+    let g = gen_config(req).filter(|_| wants_json(req))?;
+    field(g, "responseJsonSchema", "response_json_schema")
+        .or_else(|| field(g, "responseSchema", "response_schema"))
+        .filter(|s| !s.is_null())
+}
+
+/// The deterministic text answer for a request (before maxOutputTokens truncation).
+pub fn answer(req: &Value) -> String {
+    if let Some(s) = tools::responses_summary(req) {
+        return s;
+    }
+    if let Some(s) = response_schema(req) {
+        return schema::json_answer(s);
+    }
+    let contents: &[Value] = req.get("contents").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    let users: Vec<&Value> = contents.iter().filter(|c| is_user(c)).collect();
+    let text = last_user_text(req);
+    let text = text.as_str();
     let lower = text.to_ascii_lowercase();
     if lower.contains("what is 2+2?") {
         return "4".into();
@@ -123,10 +152,7 @@ pub fn answer(req: &Value) -> String {
             "You have not asked anything before.".into()
         };
     }
-    let wants_json =
-        gen_config(req).and_then(|g| field(g, "responseMimeType", "response_mime_type")).and_then(Value::as_str)
-            == Some("application/json");
-    if wants_json || lower.contains("reply with json") {
+    if wants_json(req) || lower.contains("reply with json") {
         return "{\"ok\":true}".into();
     }
     let head: String = text.chars().take(80).collect();
@@ -136,11 +162,16 @@ pub fn answer(req: &Value) -> String {
 /// Everything needed to answer a generate request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    /// The answer text; empty when the answer is `calls`.
     pub text: String,
     pub finish: &'static str,
     pub prompt: u64,
     pub candidates: u64,
     pub thoughts: u64,
+    /// Function calls answered instead of text (see [`tools::calls`]).
+    pub calls: Vec<tools::Call>,
+    /// The thought summary part's text, with `thinkingConfig.includeThoughts: true`.
+    pub thought: Option<String>,
 }
 
 impl Plan {
@@ -162,7 +193,8 @@ impl Plan {
 }
 
 pub fn plan(req: &Value) -> Plan {
-    let mut text = answer(req);
+    let calls = tools::calls(req);
+    let mut text = if calls.is_empty() { answer(req) } else { String::new() };
     let mut finish = "STOP";
     let gc = gen_config(req);
     if let Some(max) = gc.and_then(|g| field(g, "maxOutputTokens", "max_output_tokens")).and_then(Value::as_u64) {
@@ -175,19 +207,46 @@ pub fn plan(req: &Value) -> Plan {
             finish = "MAX_TOKENS";
         }
     }
-    let budget = gc
-        .and_then(|g| field(g, "thinkingConfig", "thinking_config"))
-        .and_then(|t| field(t, "thinkingBudget", "thinking_budget"))
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
+    let thinking = gc.and_then(|g| field(g, "thinkingConfig", "thinking_config"));
+    let budget =
+        thinking.and_then(|t| field(t, "thinkingBudget", "thinking_budget")).and_then(Value::as_i64).unwrap_or(0);
     let thoughts = if budget > 0 { budget.min(7) as u64 } else { 0 };
-    Plan { candidates: text_tokens(&text), prompt: prompt_tokens(req), thoughts, text, finish }
+    let include = thinking.and_then(|t| field(t, "includeThoughts", "include_thoughts")).and_then(Value::as_bool);
+    let thought = (include == Some(true))
+        .then(|| format!("Thinking about: {}", last_user_text(req).chars().take(40).collect::<String>()));
+    let candidates = text_tokens(&text) + calls.iter().map(tools::Call::tokens).sum::<u64>();
+    Plan { candidates, prompt: prompt_tokens(req), thoughts, text, finish, calls, thought }
+}
+
+fn thought_part(t: &str) -> Value {
+    json!({"text": t, "thought": true})
+}
+
+/// The answer parts of a plan: the thought summary (if any), then the text or the calls.
+pub fn parts(plan: &Plan) -> Vec<Value> {
+    let mut out: Vec<Value> = plan.thought.iter().map(|t| thought_part(t)).collect();
+    if plan.calls.is_empty() {
+        out.push(json!({"text": plan.text}));
+    } else {
+        out.extend(plan.calls.iter().map(tools::Call::part));
+    }
+    out
+}
+
+/// The non-stream GenerateContentResponse of a plan.
+pub fn full_response(plan: &Plan, model: &str, id: &str) -> Value {
+    response_parts(parts(plan), Some(plan.finish), Some(plan.usage()), model, id)
+}
+
+/// One GenerateContentResponse object with a single text part.
+pub fn response(text: &str, finish: Option<&str>, usage: Option<Value>, model: &str, id: &str) -> Value {
+    response_parts(vec![json!({"text": text})], finish, usage, model, id)
 }
 
 /// One GenerateContentResponse object.
-pub fn response(text: &str, finish: Option<&str>, usage: Option<Value>, model: &str, id: &str) -> Value {
+pub fn response_parts(parts: Vec<Value>, finish: Option<&str>, usage: Option<Value>, model: &str, id: &str) -> Value {
     let mut cand = Map::new();
-    cand.insert("content".into(), json!({"parts": [{"text": text}], "role": "model"}));
+    cand.insert("content".into(), json!({"parts": parts, "role": "model"}));
     if let Some(f) = finish {
         cand.insert("finishReason".into(), json!(f));
     }
@@ -221,21 +280,33 @@ pub fn split_pieces(text: &str) -> Vec<&str> {
 }
 
 /// The stream events (each a GenerateContentResponse): the first carries a partial
-/// usageMetadata (promptTokenCount only), the last finishReason and the full usage.
+/// usageMetadata (promptTokenCount only), the last finishReason and the full usage. The
+/// thought part (if any) leads the first event. Calls come whole, all in the first event,
+/// followed by an empty-text event with finishReason and usage.
 pub fn stream_events(plan: &Plan, model: &str, id: &str) -> Vec<Value> {
-    let pieces = split_pieces(&plan.text);
     let partial = json!({"promptTokenCount": plan.prompt});
+    let first = |piece: &str| {
+        let mut p: Vec<Value> = plan.thought.iter().map(|t| thought_part(t)).collect();
+        p.push(json!({"text": piece}));
+        response_parts(p, None, Some(partial.clone()), model, id)
+    };
+    if !plan.calls.is_empty() {
+        return vec![
+            response_parts(parts(plan), None, Some(partial.clone()), model, id),
+            response("", Some(plan.finish), Some(plan.usage()), model, id),
+        ];
+    }
+    let pieces = split_pieces(&plan.text);
     let mut out = Vec::with_capacity(pieces.len() + 1);
     if pieces.len() <= 1 {
-        let text = pieces.first().copied().unwrap_or("");
-        out.push(response(text, None, Some(partial), model, id));
+        out.push(first(pieces.first().copied().unwrap_or("")));
         out.push(response("", Some(plan.finish), Some(plan.usage()), model, id));
         return out;
     }
     let last = pieces.len() - 1;
     for (i, p) in pieces.iter().enumerate() {
         let v = if i == 0 {
-            response(p, None, Some(partial.clone()), model, id)
+            first(p)
         } else if i == last {
             response(p, Some(plan.finish), Some(plan.usage()), model, id)
         } else {
@@ -382,5 +453,59 @@ mod tests {
         assert_eq!(ev[0]["candidates"][0]["content"]["parts"][0]["text"], "4");
         assert_eq!(ev[1]["candidates"][0]["finishReason"], "STOP");
         assert_eq!(ev[1]["usageMetadata"]["totalTokenCount"], 4);
+    }
+
+    #[test]
+    fn json_mode_with_schema() {
+        let r = json!({"contents": [{"parts": [{"text": "What is 2+2?"}]}], "generationConfig": {
+            "responseMimeType": "application/json",
+            "responseJsonSchema": {"type": "object", "properties": {"answer": {"type": "integer"}, "why": {"type": "string"}},
+                                   "required": ["why"]}}});
+        assert_eq!(answer(&r), r#"{"why":"example","answer":1}"#);
+        let r = json!({"contents": [{"parts": [{"text": "x"}]}], "generation_config": {
+            "response_mime_type": "application/json", "response_schema": {"type": "ARRAY", "items": {"type": "STRING"}}}});
+        assert_eq!(answer(&r), "[]");
+        // A schema without the JSON mime type is ignored; no schema keeps {"ok":true}.
+        let r = json!({"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"responseSchema": {"type": "ARRAY"}}});
+        assert_eq!(answer(&r), "Mock reply to: hi");
+    }
+
+    #[test]
+    fn thought_summary_parts() {
+        let r = json!({"contents": [{"parts": [{"text": "  What is 2+2? And what is the meaning of everything else?"}]}],
+                       "generationConfig": {"thinkingConfig": {"includeThoughts": true, "thinkingLevel": "high"}}});
+        let p = plan(&r);
+        assert_eq!(p.thought.as_deref(), Some("Thinking about: What is 2+2? And what is the meaning of "));
+        assert_eq!(p.thoughts, 0);
+        assert_eq!(parts(&p), vec![json!({"text": p.thought, "thought": true}), json!({"text": "4"})]);
+        let ev = stream_events(&p, "m", "id");
+        assert_eq!(ev[0]["candidates"][0]["content"]["parts"][0]["thought"], true);
+        assert_eq!(ev[0]["candidates"][0]["content"]["parts"][1]["text"], "4");
+        assert!(plan(&req_user("hi")).thought.is_none());
+    }
+
+    #[test]
+    fn plan_with_calls() {
+        let r = json!({"contents": [{"role": "user", "parts": [{"text": "get_weather in Paris"}]}],
+                       "tools": [{"functionDeclarations": [{"name": "get_weather", "parameters": {"type": "OBJECT",
+                           "properties": {"city": {"type": "STRING"}}, "required": ["city"]}}]}]});
+        let p = plan(&r);
+        assert_eq!(p.text, "");
+        assert_eq!(p.finish, "STOP");
+        assert_eq!(p.calls.len(), 1);
+        assert_eq!(p.candidates, p.calls[0].tokens());
+        // Text "get_weather in Paris" (20 bytes) → 5, plus the declaration's JSON.
+        let decl_len = r["tools"][0]["functionDeclarations"][0].to_string().len() as u64;
+        assert_eq!(p.prompt, 5 + decl_len.div_ceil(4));
+        let v = full_response(&p, "m", "id");
+        assert_eq!(v["candidates"][0]["content"]["parts"][0]["functionCall"]["args"], json!({"city": "Paris"}));
+        assert_eq!(v["candidates"][0]["finishReason"], "STOP");
+        let ev = stream_events(&p, "m", "id");
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[0]["candidates"][0]["content"]["parts"][0]["functionCall"]["name"], "get_weather");
+        assert_eq!(ev[0]["usageMetadata"], json!({"promptTokenCount": p.prompt}));
+        assert_eq!(ev[1]["usageMetadata"], p.usage());
+        assert_eq!(ev[1]["candidates"][0]["finishReason"], "STOP");
+        assert!(prompt_tokens(&r) <= r.to_string().len() as u64);
     }
 }

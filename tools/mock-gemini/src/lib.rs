@@ -8,6 +8,9 @@ pub mod errors;
 pub mod gen;
 pub mod media;
 pub mod pacific;
+pub mod schema;
+pub mod signatures;
+pub mod tools;
 pub mod window;
 
 use std::collections::{HashMap, VecDeque};
@@ -325,16 +328,27 @@ pub struct Mock {
     inner: Mutex<Inner>,
     clock_offset_ms: AtomicI64,
     id_seed: u64,
+    /// Thought signatures issued (kept across `/_mock/reset`).
+    sigs: Mutex<signatures::Signatures>,
 }
 
 impl Mock {
     pub fn new(cfg: Config) -> Arc<Mock> {
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0x1234_5678);
-        Arc::new(Mock { inner: Mutex::new(Inner::new(cfg)), clock_offset_ms: AtomicI64::new(0), id_seed: seed })
+        Arc::new(Mock {
+            inner: Mutex::new(Inner::new(cfg)),
+            clock_offset_ms: AtomicI64::new(0),
+            id_seed: seed,
+            sigs: Mutex::default(),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sigs(&self) -> MutexGuard<'_, signatures::Signatures> {
+        self.sigs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The mock's clock (wall clock plus the offset set with `POST /_mock/clock`), in ms.
@@ -670,6 +684,7 @@ async fn api(State(m): St, method: Method, uri: Uri, headers: HeaderMap, body: B
         Ok(v) => gen::validate_generate(v)
             .map_err(|msg| errors::invalid_argument(&msg))
             .and_then(|_| media::items(v).map(|_| ()).map_err(|msg| errors::invalid_argument(&msg)))
+            .and_then(|_| if signatures::required(&model) { m.sigs().check(v) } else { Ok(()) })
             .and_then(|_| access::resource_refusal(v).map_or(Ok(()), Err))
             .map(|_| media::adjust(gen::plan(v), v)),
         Err(e) => Err(errors::invalid_argument(&format!("Invalid JSON payload received. {e}"))),
@@ -679,7 +694,13 @@ async fn api(State(m): St, method: Method, uri: Uri, headers: HeaderMap, body: B
         Ok(d) => d,
         Err(e) => return err_response(&e),
     };
-    let plan = plan.expect("validated");
+    let mut plan = plan.expect("validated");
+    if signatures::required(&model) && !plan.calls.is_empty() {
+        let mut sigs = m.sigs();
+        for c in &mut plan.calls {
+            c.signature = Some(sigs.issue(&c.name));
+        }
+    }
     let delay = cfg.latency_ms + extra_delay_ms;
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -687,7 +708,7 @@ async fn api(State(m): St, method: Method, uri: Uri, headers: HeaderMap, body: B
     let id = m.response_id(seq);
     match op {
         Op::Generate => {
-            let v = gen::response(&plan.text, Some(plan.finish), Some(plan.usage()), &model, &id);
+            let v = gen::full_response(&plan, &model, &id);
             if cut {
                 truncated_json(serde_json::to_vec(&v).unwrap_or_default())
             } else {

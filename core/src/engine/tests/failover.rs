@@ -13,7 +13,7 @@ const PER_MINUTE_ID: &str = "GenerateRequestsPerMinutePerProjectPerModel-FreeTie
 fn per_minute_429_cools_the_group_with_its_retry_info_and_fails_over() {
     let w = World::new([Answer::reply(429, bodies::quota_per_minute(FLASH, 17)), ok("hi")]);
     let s = w.generate(&req(FLASH, "hello")).unwrap();
-    assert_eq!((s.key_id.as_str(), s.reply.text.as_str()), ("k2", "hi"));
+    assert_eq!((s.key_id.as_str(), s.reply.out.text.as_str()), ("k2", "hi"));
     assert_eq!(w.keys_called(), ["k1", "k2"]);
     let settles = w.store.settles();
     assert_eq!(w.outcomes(), ["rate_limited", "success"]);

@@ -6,6 +6,7 @@ mod conversation;
 mod embed;
 mod failover;
 mod stream;
+mod tools;
 
 use super::{Caller, Failure, Outcome, Router, Success};
 use crate::config::{KeyPool, Settings};
@@ -97,6 +98,10 @@ fn caller() -> Caller {
 
 fn req(model: &str, prompt: &str) -> GenerateRequest {
     GenerateRequest::parse(&json!({"model": model, "prompt": prompt}), None).expect("test request is valid")
+}
+
+fn text_answer(text: &str) -> crate::wire::gemini::ModelOutput {
+    crate::wire::gemini::ModelOutput { text: text.into(), ..Default::default() }
 }
 
 fn ok(text: &str) -> Answer {

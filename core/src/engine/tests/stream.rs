@@ -67,13 +67,13 @@ fn a_stream_with_its_first_event_is_handed_over_and_settles_complete_or_cut() {
             p.tally.observe(&ev);
         }
     }
-    assert_eq!(p.tally.text, "Hello");
+    assert_eq!(p.tally.out.text, "Hello");
     let now = w.clock.now();
     let complete = p.finish.settle_spec(&p.tally, true, now);
     assert_eq!((complete.outcome, complete.input, complete.output, complete.release), ("success", Some(7), 2, false));
     let usage = Usage { input: 7, output: 2, thoughts: 0, total: 9 };
     let c = complete.conv.as_ref().unwrap();
-    assert_eq!(c.turns, conversation_turns(&r.contents, now, "Hello", &usage, now));
+    assert_eq!(c.turns, conversation_turns(&r.contents, now, &text_answer("Hello"), &usage, now));
     assert_eq!((c.lock_id.as_str(), c.tokens), (w.store.reserves()[0].conv.clone().unwrap().1.as_str(), 9));
     let cut = p.finish.settle_spec(&p.tally, false, now);
     assert_eq!(cut.outcome, "stream_cut");
@@ -81,4 +81,30 @@ fn a_stream_with_its_first_event_is_handed_over_and_settles_complete_or_cut() {
     // The glue's KEYS/ARGV come from the same spec.
     let (keys, args) = p.finish.settle_call(&p.tally, true, now);
     assert_eq!((keys, args), crate::store::settle_call(&complete));
+}
+
+#[test]
+fn a_streamed_tool_call_has_one_id_in_the_deltas_and_the_stored_turn() {
+    let call = r#"{"candidates":[{"content":{"role":"model","parts":[{"functionCall":{"name":"get_weather","args":{"city":"Paris"}},"thoughtSignature":"U0lH"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":2,"totalTokenCount":9}}"#;
+    let w = World::new([Answer::Stream { chunks: vec![format!("data: {call}\n\n")], end: StreamEnd::Complete }]);
+    let conv = "c_stream2";
+    w.store
+        .add_conversation(conv, FakeConversation { owner: "alice".into(), model: FLASH.into(), ..Default::default() });
+    let mut r = req(FLASH, "weather?");
+    r.conversation_id = Some(conv.into());
+    let mut p = pending(w.stream(&r).unwrap());
+    while let Some(bytes) = block_on(p.source.next_chunk()).unwrap() {
+        for ev in p.parser.feed(&bytes) {
+            p.tally.observe(&ev);
+        }
+    }
+    let id = crate::wire::call_id::call_id(&w.store.reserves()[0].rid, 0, Some("U0lH"));
+    let mut shaper = crate::wire::openai::StreamShaper::new("chatcmpl-t".into(), 1, FLASH.into(), false);
+    let chunk = shaper.event(&p.first_events[0], &p.tally).unwrap();
+    assert_eq!(chunk["choices"][0]["delta"]["tool_calls"][0]["id"], id.as_str());
+    assert_eq!(shaper.finish(&p.tally, false)[0]["choices"][0]["finish_reason"], "tool_calls");
+    let spec = p.finish.settle_spec(&p.tally, true, w.clock.now());
+    let model_turn: serde_json::Value = serde_json::from_str(&spec.conv.as_ref().unwrap().turns[1]).unwrap();
+    assert_eq!(model_turn["tool_call_ids"], json!([id]));
+    assert_eq!(model_turn["parts"][0]["thoughtSignature"], "U0lH");
 }

@@ -211,8 +211,10 @@ fn text_like_and_other_parts() {
     assert_eq!(cost(inline("text/plain", b"hello world")), 11);
     assert_eq!(cost(json!({"fileData": {"mimeType": "application/pdf", "fileUri": "files/x"}})), 64 * 258);
     assert_eq!(cost(json!({"fileData": {"mimeType": "image/png", "fileUri": "files/x"}})), 4128);
-    let call = json!({"functionCall": {"name": "f", "args": {}}});
-    assert_eq!(cost(call.clone()), call.to_string().len() as u64);
+    // Function calls and text are not media: `quota::non_text_bytes` and the estimator count them.
+    assert_eq!(cost(json!({"functionCall": {"name": "f", "args": {}}})), 0);
+    assert_eq!(cost(json!({"text": "hello"})), 0);
+    assert!(is_media(&json!({"file_data": {}})) && !is_media(&json!({"text": "x"})));
 }
 
 proptest! {
