@@ -179,9 +179,20 @@ impl Upstream for FetchUpstream {
         body: String,
         timeout_ms: u64,
     ) -> std::result::Result<HttpReply, UpstreamError> {
+        self.call(model, "generateContent", api_key, body, timeout_ms).await
+    }
+
+    async fn call(
+        &self,
+        model: &str,
+        method: &str,
+        api_key: &str,
+        body: String,
+        timeout_ms: u64,
+    ) -> std::result::Result<HttpReply, UpstreamError> {
         let init = post_init(&[("x-goog-api-key", api_key), ("content-type", "application/json")], &body)
             .map_err(|e| UpstreamError::Transport(js_error_text(&e)))?;
-        post_text(&gemini_url(&self.base, model, "generateContent"), init, timeout_ms).await.map_err(|e| match e {
+        post_text(&gemini_url(&self.base, model, method), init, timeout_ms).await.map_err(|e| match e {
             PostError::Timeout => UpstreamError::Timeout,
             PostError::Transport(m) => UpstreamError::Transport(m),
         })

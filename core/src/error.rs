@@ -176,7 +176,9 @@ impl RouterError {
     pub fn message(&self) -> String {
         match self {
             RouterError::BadRequest { message, .. } | RouterError::NotFound { message, .. } => message.clone(),
-            RouterError::PayloadTooLarge { limit } => format!("request body exceeds {limit} bytes"),
+            RouterError::PayloadTooLarge { limit } => {
+                format!("request body exceeds the limit of {limit} bytes (MAX_BODY_BYTES)")
+            }
             RouterError::UnsupportedMediaType => "content-type must be application/json".into(),
             RouterError::MethodNotAllowed { allowed } => {
                 format!("method not allowed; use {allowed}")

@@ -3,6 +3,7 @@
 //! caller's token, its scopes and the kill switch, so no handler repeats any of them.
 
 mod conversations;
+mod embeddings;
 mod models;
 mod observe;
 
@@ -32,6 +33,16 @@ pub(crate) async fn dispatch(req: &mut Request, wctx: &Context, st: &State, rout
         Route::Metrics => observe::metrics(&cx()?).await,
         Route::Models => observe::models(&cx()?, Surface::OpenAi).await,
         Route::GeminiModels => observe::models(&cx()?, Surface::Gemini).await,
+        Route::GeminiModel(model) => observe::model(&cx()?, model, Surface::Gemini),
+        Route::Model(model) => observe::model(&cx()?, model, Surface::OpenAi),
+        Route::Embeddings => {
+            let cx = cx()?;
+            embeddings::openai(req, &cx).await
+        }
+        Route::GeminiEmbed { model, method } => {
+            let cx = cx()?;
+            embeddings::gemini(req, &cx, model, *method).await
+        }
         Route::Generate => {
             let cx = cx()?;
             models::generate(req, &cx).await

@@ -107,7 +107,7 @@ pub(super) async fn gemini(req: &mut Request, cx: &Ctx<'_>, model: &str, method:
     match method {
         GeminiMethod::CountTokens => count_tokens(cx, model, &body).await,
         GeminiMethod::Generate | GeminiMethod::Stream => {
-            let mut g = GenerateRequest::from_gemini(&body, model, conv_id)?;
+            let mut g = GenerateRequest::from_gemini_owned(body, model, conv_id)?;
             g.allow_fallback = allow_fallback;
             run(cx, g, Shape::Gemini { stream: method == GeminiMethod::Stream }).await
         }
@@ -121,7 +121,7 @@ fn attempt_log(cx: &Ctx, a: &Attempt) -> Value {
     v
 }
 
-fn log_attempts(cx: &Ctx, level: LogLevel, attempts: &[Attempt]) {
+pub(super) fn log_attempts(cx: &Ctx, level: LogLevel, attempts: &[Attempt]) {
     for a in attempts {
         log(level.clone(), &cx.settings.log_level, "attempt", attempt_log(cx, a));
     }

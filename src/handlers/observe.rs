@@ -49,6 +49,22 @@ pub(super) async fn models(cx: &Ctx<'_>, surface: Surface) -> Answer {
     respond::json(200, &body)
 }
 
+/// `GET /v1beta/models/{model}` (Gemini's `models.get`) or `GET /v1/models/{model}`: a pool
+/// model's description, from config alone; 404 in the surface's shape for any other.
+pub(super) fn model(cx: &Ctx<'_>, model: &str, surface: Surface) -> Answer {
+    if !cx.pool.serves(model) {
+        return Err(RouterError::NotFound {
+            code: "model_not_found",
+            message: format!("models/{model} is not found: no key in the pool serves it"),
+        });
+    }
+    let body = match surface {
+        Surface::Gemini => llm_key_router_core::wire::api::gemini_model(model),
+        Surface::OpenAi | Surface::Router => llm_key_router_core::wire::api::openai_model(model),
+    };
+    respond::json(200, &body)
+}
+
 /// `/health`: config, one real Redis round trip (a read-only pipeline that also reads the key
 /// states) with its latency, the key pool, the conversation store and the kill switch.
 pub(super) async fn health(st: &State, details: bool) -> Answer {
@@ -112,12 +128,6 @@ async fn model_availability(cx: &Ctx<'_>) -> Result<Vec<(String, bool)>, RouterE
 }
 
 fn gemini_models_list(avail: &[(String, bool)]) -> Value {
-    let models: Vec<Value> = avail
-        .iter()
-        .map(|(m, _)| {
-            json!({"name": format!("models/{m}"), "displayName": m,
-                   "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"]})
-        })
-        .collect();
+    let models: Vec<Value> = avail.iter().map(|(m, _)| llm_key_router_core::wire::api::gemini_model(m)).collect();
     json!({"models": models})
 }

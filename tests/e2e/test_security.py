@@ -280,7 +280,7 @@ HOSTILE = [
     ("no content-type", "POST", G, {}, J({"prompt": "x", "model": FLASH}), 415, "unsupported_media_type"),
     ("form content-type", "POST", G, {"content-type": "application/x-www-form-urlencoded"}, b"prompt=x&model=m", 415, "unsupported_media_type"),
     ("json-ish content-type", "POST", G, {"content-type": "application/jsonx"}, J({"prompt": "x", "model": FLASH}), 415, "unsupported_media_type"),
-    ("body over 1 MiB", "POST", G, JSON, J({"prompt": "x" * (1 << 20), "model": FLASH}), 413, "payload_too_large"),
+    ("body over 20 MiB", "POST", G, JSON, J({"prompt": "x" * (20 << 20), "model": FLASH}), 413, "payload_too_large"),
     # bad values
     ("unknown model", "POST", G, JSON, J({"prompt": "x", "model": "gemini-9000-hostile"}), 400, "unknown_model"),
     ("model with redis syntax", "POST", G, JSON, J({"prompt": "x", "model": "hostile*{llmr}:x\n"}), 400, "unknown_model"),

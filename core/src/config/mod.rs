@@ -235,6 +235,9 @@ pub struct Settings {
     pub window_ms: u64,
     pub backoff_base_ms: u64,
     pub backoff_cap_ms: u64,
+    /// The request body cap (`MAX_BODY_BYTES`): 20 MiB by default, at most 100 MiB (what
+    /// Workers' paid plans accept). A body is parsed once, so a 20 MiB image costs about twice
+    /// its size in the isolate's 128 MB.
     pub max_body_bytes: usize,
     /// Stored history beyond this many (estimated) tokens is left out of the upstream request,
     /// oldest first. `CONTEXT_BUDGET_TOKENS`.
@@ -261,7 +264,7 @@ impl Default for Settings {
             window_ms: 61_000,
             backoff_base_ms: 100,
             backoff_cap_ms: 2_000,
-            max_body_bytes: 1 << 20,
+            max_body_bytes: 20 << 20,
             context_budget_tokens: 900_000,
             clients: crate::config::auth::Clients::default(),
         }

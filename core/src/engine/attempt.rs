@@ -24,6 +24,15 @@ pub(super) struct FirstEvents<S> {
     pub events: Vec<String>,
 }
 
+/// Which Gemini method an attempt calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Method<'m> {
+    Generate,
+    Stream,
+    /// Another unary method, e.g. `embedContent` or `batchEmbedContents`.
+    Unary(&'m str),
+}
+
 impl<'a, Q, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
     /// Calls Gemini with at most `timeout_ms` for the whole answer (unary) or the first event
     /// (stream). The caller shrinks the timeout to what is left of the request's deadline.
@@ -33,11 +42,15 @@ impl<'a, Q, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
         secret: &str,
         body: String,
         timeout_ms: u64,
-        stream: bool,
+        method: Method<'_>,
         rid: &str,
     ) -> Result<Called<U::Stream>, UpstreamError> {
-        if !stream {
-            return self.upstream.generate(model, secret, body, timeout_ms).await.map(Called::Whole);
+        match method {
+            Method::Unary(m) => return self.upstream.call(model, m, secret, body, timeout_ms).await.map(Called::Whole),
+            Method::Generate => {
+                return self.upstream.generate(model, secret, body, timeout_ms).await.map(Called::Whole)
+            }
+            Method::Stream => {}
         }
         match self.upstream.open_stream(model, secret, body, timeout_ms).await? {
             StreamOpen::Refused(reply) => Ok(Called::Whole(reply)),

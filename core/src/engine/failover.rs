@@ -13,7 +13,7 @@
 //! What fails over: a 429 (the settle cools the quota group), an invalid key (the settle
 //! disables it), and 5xx/timeout/transport errors (after a jittered backoff).
 
-use super::attempt::{Called, FirstEvents};
+use super::attempt::{Called, FirstEvents, Method};
 use super::classify::{classify, UpstreamOutcome};
 use super::plan::{keys_with_secret, resolve_tool_names, upstream_body, Plan};
 use super::ports::{QuotaStore, Runtime, Secrets, Upstream, UpstreamError};
@@ -249,12 +249,20 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                 }
             };
             let req = named.as_ref().unwrap_or(req);
-            let (body, omitted_turns) = upstream_body(req, &granted.history, granted.system, settings);
+            let (body, omitted_turns) = match &plan.embed {
+                Some((_, body)) => (body.clone(), 0),
+                None => upstream_body(req, &granted.history, granted.system, settings),
+            };
             let secret = self.secrets.api_key(&key.key_id).unwrap_or_default();
             let t0 = self.rt.now_ms();
             // The upstream timeout shrinks to what is left of the request's deadline.
             let timeout = settings.upstream_timeout_ms.min(plan.deadline.saturating_sub(t0).max(1));
-            let result = self.call_upstream(&key.model, &secret, body, timeout, stream, &rid).await;
+            let method = match &plan.embed {
+                Some((m, _)) => Method::Unary(m),
+                None if stream => Method::Stream,
+                None => Method::Generate,
+            };
+            let result = self.call_upstream(&key.model, &secret, body, timeout, method, &rid).await;
             let elapsed = self.rt.now_ms().saturating_sub(t0);
             let (verdict, charge, status) = judge(result, &rid);
             let attempt = |outcome, cooldown_until| Attempt {

@@ -36,6 +36,7 @@ pub use settle::{conversation_turns, PendingStream, StreamFinish};
 use crate::config::{KeyPool, Settings};
 use crate::error::RouterError;
 use crate::store::Bucket;
+use crate::wire::embeddings::EmbedRequest;
 use crate::wire::gemini::{GenerateRequest, Reply, Usage};
 use serde::Serialize;
 use serde_json::Value;
@@ -113,6 +114,29 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                 error: RouterError::Internal { message: "a unary call produced a stream".into() },
                 attempts: vec![],
             }),
+        }
+    }
+
+    /// An embedding call (`:embedContent`, `:batchEmbedContents`), reserved, failed over and
+    /// settled like a generate request. Google's answer carries no usage, so the settle keeps
+    /// the estimate, and `usage.input` reports it. A batch is reserved as one request carrying
+    /// the tokens of all its texts (the reservation script counts one RPM unit per admission).
+    pub async fn embed(&self, req: &EmbedRequest, caller: &Caller) -> Result<Success, Failure> {
+        let fail = |error| Failure { error, attempts: vec![] };
+        let planned = req.planned().map_err(fail)?;
+        let mut plan = self.plan(&planned, caller, false).map_err(fail)?;
+        let est = plan.est;
+        plan.embed = Some((req.method.as_str(), req.body.clone()));
+        match self.walk(&planned, caller, false, plan).await? {
+            Outcome::Done(mut s) => {
+                if s.reply.usage.is_none() {
+                    s.usage = Usage { input: est, output: 0, thoughts: 0, total: est };
+                }
+                Ok(s)
+            }
+            Outcome::Stream(_) => {
+                Err(fail(RouterError::Internal { message: "an embedding call produced a stream".into() }))
+            }
         }
     }
 

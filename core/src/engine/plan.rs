@@ -6,7 +6,8 @@ use super::ports::{Runtime, Secrets};
 use super::{Caller, Router};
 use crate::config::{Estimator, KeyConfig, KeyPool, Settings};
 use crate::error::RouterError;
-use crate::quota::request_estimate;
+use crate::quota::media::{contents_tokens, families};
+use crate::quota::{estimate_tokens, non_text_bytes, request_estimate, request_texts};
 use crate::store::{keys, Bucket, ConvLock};
 use crate::wire::gemini::GenerateRequest;
 use serde_json::{json, Value};
@@ -24,15 +25,18 @@ pub(super) struct Plan {
     /// A conversation send that named no model: the reservation picks the conversation's own.
     pub pick_model: bool,
     pub conv: Option<ConvLock>,
-    /// The request as Gemini would get it without stored history: the estimate's base, and the
-    /// text of the new turns that a settle adds to the conversation's estimate.
+    /// The request as Gemini would get it without stored history, `inlineData.data` left empty:
+    /// the estimate's base, and the text of the new turns that a settle adds to the
+    /// conversation's estimate.
     pub bare_body: Value,
     /// Tokens reserved before the call. `to_gemini` already carries the system instruction, so
-    /// it is counted once; inline data, tool declarations, schemas, calls and results count by
-    /// their bytes (`quota::non_text_bytes`).
+    /// it is counted once; tool declarations, schemas, calls and results count by their bytes
+    /// (`quota::non_text_bytes`), media by its token cost (`quota::media`).
     pub est: u64,
     /// Absolute time after which no new attempt starts.
     pub deadline: u64,
+    /// An embedding call: its Gemini method and body, sent as is on every attempt.
+    pub embed: Option<(&'static str, String)>,
 }
 
 impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
@@ -58,8 +62,17 @@ impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
             // the first byte; the settle releases it as soon as the stream ends.
             lock_ms: if stream { STREAM_LOCK_MS } else { self.settings.request_deadline_ms + 5_000 },
         });
-        let bare_body = req.to_gemini(&[]);
-        let est = request_estimate(&bare_body, self.settings.estimator);
+        // Media by what Google charges for it (`quota::media`), read in place, the worst case
+        // over the chain; the bare body then leaves the media data out (no second copy).
+        let (system, gen) = (req.passthrough.get("systemInstruction"), req.passthrough.get("generationConfig"));
+        let media = families(&models)
+            .into_iter()
+            .map(|f| contents_tokens(req.contents.iter().chain(system), gen, f))
+            .max()
+            .unwrap_or(0);
+        let bare_body = req.to_gemini_without_media_data();
+        let est =
+            estimate_tokens(request_texts(&bare_body), self.settings.estimator) + non_text_bytes(&bare_body) + media;
         Ok(Plan {
             request_id,
             models,
@@ -68,6 +81,7 @@ impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
             bare_body,
             est,
             deadline: started + self.settings.request_deadline_ms,
+            embed: None,
         })
     }
 }
@@ -126,11 +140,8 @@ pub(super) fn upstream_body(
     let answers_calls = req.contents.first().is_some_and(has_function_response);
     let (history, omitted) =
         upstream_history(stored, settings.context_budget_tokens, settings.estimator, answers_calls);
-    let mut upstream_req = req.clone();
-    if upstream_req.system.is_none() && !upstream_req.passthrough.contains_key("systemInstruction") {
-        upstream_req.system = stored_system;
-    }
-    (upstream_req.to_gemini(&history).to_string(), omitted)
+    // Serialized from borrowed parts: the request's media is not copied again.
+    (req.to_gemini_string(&history, stored_system.as_deref()), omitted)
 }
 
 fn has_function_response(turn: &Value) -> bool {

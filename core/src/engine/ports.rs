@@ -54,6 +54,16 @@ pub trait Upstream {
         body: String,
         timeout_ms: u64,
     ) -> Result<HttpReply, UpstreamError>;
+    /// POST `body` to `{base}/v1beta/models/{model}:{method}`: a unary call to another method
+    /// (`embedContent`, `batchEmbedContents`), answered whole like `generate`.
+    async fn call(
+        &self,
+        model: &str,
+        method: &str,
+        api_key: &str,
+        body: String,
+        timeout_ms: u64,
+    ) -> Result<HttpReply, UpstreamError>;
     /// POST to `:streamGenerateContent?alt=sse`. A non-2xx answer is read whole.
     async fn open_stream(
         &self,

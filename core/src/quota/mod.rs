@@ -9,6 +9,7 @@
 //! `window_ms` defaults to 61 s: 60 s plus 1 s of margin for the skew between Redis time and the
 //! time Google sees the request.
 
+pub mod media;
 mod pacific;
 
 pub use pacific::{civil_from_days, pacific_day, pacific_offset_ms};
@@ -66,11 +67,12 @@ pub fn request_texts(req: &Value) -> Vec<&str> {
 pub const FUNCTION_NAME_MAX: u64 = 64;
 
 /// Bytes of everything in a Gemini request that is not a text part but costs input tokens, as
-/// serialized JSON: non-text parts (inline data, file references, `functionCall` args,
+/// serialized JSON: non-text parts (`functionCall` args,
 /// `functionResponse` results), any other field of a text part (a `thoughtSignature`), the
 /// `tools` declarations with their schemas, `toolConfig`, and the structured-output schema
 /// (`generationConfig.responseJsonSchema` / `responseSchema`). Counted in the reservation so
-/// the byte estimate stays an upper bound: a token is at least one byte of its JSON.
+/// the byte estimate stays an upper bound: a token is at least one byte of its JSON. Media parts
+/// (`inlineData`, `fileData`) are not counted here but by their token cost, [`media`].
 pub fn non_text_bytes(req: &Value) -> u64 {
     let json_len = |v: &Value| v.to_string().len() as u64;
     let mut n = 0u64;
@@ -85,6 +87,7 @@ pub fn non_text_bytes(req: &Value) -> u64 {
                         n += json_len(&Value::Object(rest));
                     }
                 }
+                _ if media::is_media(p) => {}
                 _ => n += json_len(p),
             }
             if p.get("functionResponse").is_some_and(|f| f.get("name").is_none()) {
@@ -102,9 +105,13 @@ pub fn non_text_bytes(req: &Value) -> u64 {
     n
 }
 
-/// The upper-bound estimate of a whole Gemini request: its texts plus [`non_text_bytes`].
+/// The upper-bound estimate of a whole Gemini request: its texts plus [`non_text_bytes`] plus
+/// its media as Gemini 2.x counts it ([`media::non_text_tokens`]; the request path takes the
+/// worst case over its model chain instead).
 pub fn request_estimate(req: &Value, estimator: Estimator) -> u64 {
-    estimate_tokens(request_texts(req), estimator) + non_text_bytes(req)
+    estimate_tokens(request_texts(req), estimator)
+        + non_text_bytes(req)
+        + media::non_text_tokens(req, media::Family::Tiles)
 }
 
 // --- The sliding log, as a pure model ---------------------------------------------------------
@@ -242,9 +249,11 @@ mod tests {
     }
 
     #[test]
-    fn non_text_parts_are_counted_by_their_bytes() {
+    fn media_parts_are_counted_by_their_token_cost_not_their_bytes() {
         let req = serde_json::json!({"contents": [{"parts": [{"text": "a"}, {"inlineData": {"mimeType": "image/png", "data": "AAAA"}}]}]});
-        assert_eq!(non_text_bytes(&req), r#"{"inlineData":{"data":"AAAA","mimeType":"image/png"}}"#.len() as u64);
+        assert_eq!(non_text_bytes(&req), 0);
+        // An image whose header does not read: the worst case of 16 tiles.
+        assert_eq!(request_estimate(&req, Estimator::Bytes), 1 + media::UNREADABLE_IMAGE_TOKENS);
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct UpstreamCall {
     pub body: String,
     pub timeout_ms: u64,
     pub stream: bool,
+    /// The Gemini method: `generateContent`, `streamGenerateContent`, `embedContent`, ...
+    pub method: String,
 }
 
 #[derive(Debug)]
@@ -68,6 +70,12 @@ impl FakeUpstream {
     }
 
     fn next(&self, model: &str, api_key: &str, body: String, timeout_ms: u64, stream: bool) -> Answer {
+        let method = if stream { "streamGenerateContent" } else { "generateContent" };
+        self.next_method(model, method, api_key, body, timeout_ms)
+    }
+
+    fn next_method(&self, model: &str, method: &str, api_key: &str, body: String, timeout_ms: u64) -> Answer {
+        let stream = method == "streamGenerateContent";
         let n = self.calls.borrow().len();
         self.calls.borrow_mut().push(UpstreamCall {
             model: model.to_string(),
@@ -75,6 +83,7 @@ impl FakeUpstream {
             body,
             timeout_ms,
             stream,
+            method: method.to_string(),
         });
         let answer = self.script.borrow_mut().pop_front();
         answer.unwrap_or_else(|| panic!("unexpected upstream call #{} (only {n} declared)", n + 1))
@@ -112,6 +121,28 @@ impl Upstream for FakeUpstream {
         timeout_ms: u64,
     ) -> Result<HttpReply, UpstreamError> {
         match self.next(model, api_key, body, timeout_ms, false) {
+            Answer::Reply { status, body, latency_ms } => {
+                self.clock.advance(latency_ms);
+                Ok(HttpReply { status, body })
+            }
+            Answer::Timeout => {
+                self.clock.advance(timeout_ms);
+                Err(UpstreamError::Timeout)
+            }
+            Answer::Transport(m) => Err(UpstreamError::Transport(m)),
+            Answer::Stream { .. } => panic!("a stream was scripted for a unary call"),
+        }
+    }
+
+    async fn call(
+        &self,
+        model: &str,
+        method: &str,
+        api_key: &str,
+        body: String,
+        timeout_ms: u64,
+    ) -> Result<HttpReply, UpstreamError> {
+        match self.next_method(model, method, api_key, body, timeout_ms) {
             Answer::Reply { status, body, latency_ms } => {
                 self.clock.advance(latency_ms);
                 Ok(HttpReply { status, body })

@@ -4,6 +4,7 @@
 use crate::config::auth::Scope;
 use crate::engine::Success;
 use crate::error::RouterError;
+use crate::wire::embeddings::EmbedMethod;
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +28,17 @@ pub enum Route {
         method: GeminiMethod,
     },
     GeminiModels,
+    /// Gemini-native `models/{model}:embedContent` or `:batchEmbedContents`.
+    GeminiEmbed {
+        model: String,
+        method: EmbedMethod,
+    },
+    /// OpenAI `POST /v1/embeddings`.
+    Embeddings,
+    /// `GET /v1beta/models/{model}` (Gemini's `models.get`).
+    GeminiModel(String),
+    /// `GET /v1/models/{model}` (OpenAI's).
+    Model(String),
     NotFound,
     MethodNotAllowed {
         allowed: &'static str,
@@ -53,7 +65,7 @@ pub enum Surface {
 pub fn surface(path: &str) -> Surface {
     if path.starts_with("/v1beta/") || path == "/v1beta" || (path.starts_with("/v1/models/") && path.contains(':')) {
         Surface::Gemini
-    } else if path.starts_with("/v1/chat/") || path.starts_with("/v1/models") {
+    } else if path.starts_with("/v1/chat/") || path.starts_with("/v1/models") || path.starts_with("/v1/embeddings") {
         Surface::OpenAi
     } else {
         Surface::Router
@@ -76,7 +88,15 @@ impl Route {
     /// Whether the kill switch (`LLM_MULTI_KEY_ROUTER_ENABLED=false`) refuses this route: every
     /// route that would call Gemini. Conversations' reads and observability keep working.
     pub fn calls_upstream(&self) -> bool {
-        matches!(self, Route::Generate | Route::ChatCompletions | Route::Gemini { .. } | Route::ConvSend(_))
+        matches!(
+            self,
+            Route::Generate
+                | Route::ChatCompletions
+                | Route::Gemini { .. }
+                | Route::ConvSend(_)
+                | Route::GeminiEmbed { .. }
+                | Route::Embeddings
+        )
     }
 
     /// Scopes a caller needs for this route (all of them). `/health` needs none.
@@ -88,9 +108,15 @@ impl Route {
             | Route::MethodNotAllowed { .. }
             | Route::BadConversationId => &[],
             Route::Stats | Route::Metrics => &[Scope::Stats],
-            Route::Generate | Route::ChatCompletions | Route::Models | Route::Gemini { .. } | Route::GeminiModels => {
-                &[Scope::Generate]
-            }
+            Route::Generate
+            | Route::ChatCompletions
+            | Route::Models
+            | Route::Gemini { .. }
+            | Route::GeminiModels
+            | Route::GeminiEmbed { .. }
+            | Route::Embeddings
+            | Route::GeminiModel(_)
+            | Route::Model(_) => &[Scope::Generate],
             Route::ConvCreate | Route::ConvList | Route::ConvGet(_) | Route::ConvDelete(_) | Route::ConvMessages(_) => {
                 &[Scope::Conversations]
             }
@@ -116,6 +142,7 @@ pub fn route(method: &str, path: &str) -> Route {
         "/v1/generate" => return pick("POST", Route::Generate),
         "/v1/chat/completions" => return pick("POST", Route::ChatCompletions),
         "/v1/models" => return pick("GET", Route::Models),
+        "/v1/embeddings" => return pick("POST", Route::Embeddings),
         "/v1beta/models" => return pick("GET", Route::GeminiModels),
         "/v1/conversations" => {
             return match method {
@@ -130,7 +157,17 @@ pub fn route(method: &str, path: &str) -> Route {
     if let Some(rest) = path.strip_prefix("/v1beta/models/").or_else(|| path.strip_prefix("/v1/models/")) {
         let rest = rest.replace("%3A", ":").replace("%3a", ":");
         let Some((model, m)) = rest.rsplit_once(':') else {
-            return Route::NotFound;
+            // `models.get`: Gemini's shape under /v1beta, OpenAI's under /v1.
+            let model = rest.strip_prefix("models/").unwrap_or(&rest);
+            if !crate::ids::valid_name(model) {
+                return Route::NotFound;
+            }
+            let r = if path.starts_with("/v1beta/") {
+                Route::GeminiModel(model.into())
+            } else {
+                Route::Model(model.into())
+            };
+            return pick("GET", r);
         };
         let model = model.strip_prefix("models/").unwrap_or(model);
         if !crate::ids::valid_name(model) {
@@ -140,6 +177,12 @@ pub fn route(method: &str, path: &str) -> Route {
             "generateContent" => GeminiMethod::Generate,
             "streamGenerateContent" => GeminiMethod::Stream,
             "countTokens" => GeminiMethod::CountTokens,
+            "embedContent" => {
+                return pick("POST", Route::GeminiEmbed { model: model.into(), method: EmbedMethod::Single })
+            }
+            "batchEmbedContents" => {
+                return pick("POST", Route::GeminiEmbed { model: model.into(), method: EmbedMethod::Batch })
+            }
             _ => return Route::NotFound,
         };
         return pick("POST", Route::Gemini { model: model.to_string(), method });
@@ -182,6 +225,29 @@ pub fn parse_json_body(content_type: Option<&str>, body: &[u8], max: usize) -> R
     }
     serde_json::from_str(text)
         .map_err(|e| RouterError::bad_request("invalid_json", format!("body is not valid JSON: {e}")))
+}
+
+/// Whether `model` is an embedding model (by Google's naming: `gemini-embedding-001`,
+/// `text-embedding-004`, `embedding-001`).
+pub fn is_embedding_model(model: &str) -> bool {
+    model.contains("embedding")
+}
+
+/// Gemini's `Model` resource for a pool model (`models.get`, and each entry of `models.list`).
+pub fn gemini_model(model: &str) -> Value {
+    let (methods, input, output) = if is_embedding_model(model) {
+        (json!(["embedContent", "batchEmbedContents"]), 2_048, 1)
+    } else {
+        let output = if model.starts_with("gemini-2.0") || model.starts_with("gemini-1") { 8_192 } else { 65_536 };
+        (json!(["generateContent", "streamGenerateContent", "countTokens"]), 1_048_576, output)
+    };
+    json!({"name": format!("models/{model}"), "displayName": model, "supportedGenerationMethods": methods,
+           "inputTokenLimit": input, "outputTokenLimit": output})
+}
+
+/// OpenAI's model object (`GET /v1/models/{model}`).
+pub fn openai_model(model: &str) -> Value {
+    json!({"id": model, "object": "model", "created": 0, "owned_by": "google"})
 }
 
 /// `X-Allow-Fallback` on the OpenAI and Gemini surfaces (what `allow_fallback` is on
@@ -269,6 +335,37 @@ mod tests {
     }
 
     #[test]
+    fn embeddings_and_model_lookups_route() {
+        assert_eq!(route("POST", "/v1/embeddings"), Route::Embeddings);
+        assert_eq!(route("GET", "/v1/embeddings"), Route::MethodNotAllowed { allowed: "POST" });
+        assert_eq!(surface("/v1/embeddings"), Surface::OpenAi);
+        assert_eq!(
+            route("POST", "/v1beta/models/gemini-embedding-001:batchEmbedContents"),
+            Route::GeminiEmbed { model: "gemini-embedding-001".into(), method: EmbedMethod::Batch }
+        );
+        assert_eq!(
+            route("POST", "/v1beta/models/text-embedding-004%3AembedContent"),
+            Route::GeminiEmbed { model: "text-embedding-004".into(), method: EmbedMethod::Single }
+        );
+        assert!(route("POST", "/v1/embeddings").calls_upstream());
+        assert_eq!(route("GET", "/v1beta/models/gemini-2.5-flash"), Route::GeminiModel("gemini-2.5-flash".into()));
+        assert_eq!(
+            route("GET", "/v1beta/models/models/gemini-2.5-flash"),
+            Route::GeminiModel("gemini-2.5-flash".into())
+        );
+        assert_eq!(route("GET", "/v1/models/gemini-2.5-flash"), Route::Model("gemini-2.5-flash".into()));
+        assert_eq!(route("POST", "/v1/models/gemini-2.5-flash"), Route::MethodNotAllowed { allowed: "GET" });
+        assert_eq!(route("GET", "/v1beta/models/a*b"), Route::NotFound);
+        assert_eq!(surface("/v1beta/models/x"), Surface::Gemini);
+        assert_eq!(surface("/v1/models/x"), Surface::OpenAi);
+        assert_eq!(route("GET", "/v1/models/x").scopes(), &[Scope::Generate]);
+        let g = gemini_model("gemini-embedding-001");
+        assert_eq!(g["supportedGenerationMethods"], json!(["embedContent", "batchEmbedContents"]));
+        assert_eq!(gemini_model("gemini-2.5-flash")["name"], "models/gemini-2.5-flash");
+        assert_eq!(openai_model("m"), json!({"id": "m", "object": "model", "created": 0, "owned_by": "google"}));
+    }
+
+    #[test]
     fn body_checks_have_distinct_codes() {
         let ct = Some("application/json; charset=utf-8");
         assert_eq!(parse_json_body(ct, b"{\"a\":1}", 100).unwrap()["a"], 1);
@@ -278,5 +375,17 @@ mod tests {
         assert_eq!(parse_json_body(ct, b"{\"a\":", 100).unwrap_err().code(), "invalid_json");
         assert_eq!(parse_json_body(ct, b"\xff\xfe", 100).unwrap_err().code(), "invalid_utf8");
         assert_eq!(parse_json_body(ct, b"", 100).unwrap_err().code(), "invalid_json");
+    }
+
+    #[test]
+    fn the_default_body_cap_is_20_mib_and_is_stated() {
+        let max = crate::config::Settings::default().max_body_bytes;
+        assert_eq!(max, 20 << 20);
+        let e = parse_json_body(Some("application/json"), &vec![b' '; 25_000_000], max).unwrap_err();
+        assert_eq!((e.status(), e.code()), (413, "payload_too_large"));
+        assert!(e.message().contains("20971520 bytes"), "{}", e.message());
+        // A 15 MB body (a large image in base64) is read.
+        let big = format!("{{\"data\": \"{}\"}}", "A".repeat(15_000_000));
+        assert!(parse_json_body(Some("application/json"), big.as_bytes(), max).is_ok());
     }
 }

@@ -187,6 +187,43 @@ pub fn validate_content(c: &Value, at: &str) -> Result<(), RouterError> {
                 return Err(field_err("invalid_field", format!("{at}.parts[{i}].text: must be a string")));
             }
         }
+        validate_media(p, &format!("{at}.parts[{i}]"))?;
+    }
+    Ok(())
+}
+
+/// Checks the media of one part, in either spelling Google accepts: `inlineData` (or
+/// `inline_data`) needs a `mimeType` (or `mime_type`) and base64 `data`; `fileData` (or
+/// `file_data`) needs a `fileUri` (or `file_uri`). Everything passes through unchanged.
+pub fn validate_media(p: &Value, at: &str) -> Result<(), RouterError> {
+    fn pick<'v>(v: &'v Value, camel: &'static str, snake: &'static str) -> Option<(&'static str, &'v Value)> {
+        match v.get(camel) {
+            Some(x) => Some((camel, x)),
+            None => v.get(snake).map(|x| (snake, x)),
+        }
+    }
+    let string = |v: &Value, name: &str, camel: &'static str, snake: &'static str| match pick(v, camel, snake) {
+        Some((_, Value::String(s))) if !s.is_empty() => Ok(()),
+        Some((k, _)) => Err(field_err("invalid_media", format!("{at}.{name}.{k}: must be a non-empty string"))),
+        None => Err(field_err("invalid_media", format!("{at}.{name}.{camel}: is required"))),
+    };
+    if let Some((name, d)) = pick(p, "inlineData", "inline_data") {
+        if !d.is_object() {
+            return Err(field_err("invalid_media", format!("{at}.{name}: must be an object")));
+        }
+        string(d, name, "mimeType", "mime_type")?;
+        match d.get("data") {
+            Some(Value::String(b)) => crate::wire::base64::check(b)
+                .map_err(|why| field_err("invalid_base64", format!("{at}.{name}.data: {why}")))?,
+            Some(_) => return Err(field_err("invalid_base64", format!("{at}.{name}.data: must be a base64 string"))),
+            None => return Err(field_err("invalid_media", format!("{at}.{name}.data: is required"))),
+        }
+    }
+    if let Some((name, f)) = pick(p, "fileData", "file_data") {
+        if !f.is_object() {
+            return Err(field_err("invalid_media", format!("{at}.{name}: must be an object")));
+        }
+        string(f, name, "fileUri", "file_uri")?;
     }
     Ok(())
 }
@@ -308,13 +345,25 @@ impl GenerateRequest {
         model: &str,
         conversation_id: Option<String>,
     ) -> Result<GenerateRequest, RouterError> {
-        let obj = body.as_object().ok_or_else(|| field_err("invalid_body", "request body must be a JSON object"))?;
+        Self::from_gemini_owned(body.clone(), model, conversation_id)
+    }
+
+    /// [`GenerateRequest::from_gemini`] taking the parsed body by value: `contents` and the
+    /// passthrough fields are moved, not copied (a 20 MB image stays one allocation).
+    pub fn from_gemini_owned(
+        body: Value,
+        model: &str,
+        conversation_id: Option<String>,
+    ) -> Result<GenerateRequest, RouterError> {
+        let Value::Object(mut obj) = body else {
+            return Err(field_err("invalid_body", "request body must be a JSON object"));
+        };
         if let Some(k) =
             obj.keys().find(|k| k.as_str() != "contents" && k.as_str() != "model" && !PASSTHROUGH.contains(&k.as_str()))
         {
             return Err(field_err("unknown_field", format!("unknown field '{k}'")));
         }
-        let contents = match obj.get("contents") {
+        let mut contents = match obj.remove("contents") {
             Some(Value::Array(cs)) if !cs.is_empty() => cs,
             Some(Value::Array(_)) => return Err(field_err("empty_message", "contents: must not be empty")),
             Some(_) => return Err(field_err("invalid_field", "contents: must be an array")),
@@ -325,27 +374,23 @@ impl GenerateRequest {
         }
         let mut passthrough = Map::new();
         for k in PASSTHROUGH {
-            if let Some(v) = obj.get(k) {
+            if let Some(v) = obj.remove(k) {
                 if !v.is_null() {
                     if (k == "generationConfig" || k == "systemInstruction") && !v.is_object() {
                         return Err(field_err("invalid_field", format!("{k}: must be an object")));
                     }
-                    passthrough.insert(k.to_string(), v.clone());
+                    passthrough.insert(k.to_string(), v);
                 }
+            }
+        }
+        for c in &mut contents {
+            if c.get("role").is_none() {
+                c["role"] = json!("user");
             }
         }
         Ok(GenerateRequest {
             model: model.to_string(),
-            contents: contents
-                .iter()
-                .map(|c| {
-                    let mut c = c.clone();
-                    if c.get("role").is_none() {
-                        c["role"] = json!("user");
-                    }
-                    c
-                })
-                .collect(),
+            contents,
             system: None,
             temperature: None,
             max_output_tokens: None,
@@ -359,12 +404,83 @@ impl GenerateRequest {
 
     /// The upstream `generateContent` body: history (already trimmed) followed by the new turns.
     pub fn to_gemini(&self, history: &[Value]) -> Value {
-        let mut body = self.passthrough.clone();
+        let mut body = self.head(None);
         let mut contents: Vec<Value> = history.to_vec();
         contents.extend(self.contents.iter().cloned());
         body.insert("contents".into(), Value::Array(contents));
-        if let Some(s) = &self.system {
-            body.insert("systemInstruction".into(), json!({"parts": [{"text": s}]}));
+        Value::Object(body)
+    }
+
+    /// [`GenerateRequest::to_gemini`] with every `inlineData.data` left empty: what the
+    /// estimate's text scan needs, without a second copy of the media.
+    pub fn to_gemini_without_media_data(&self) -> Value {
+        fn part(p: &Value) -> Value {
+            let Some(obj) = p.as_object() else { return p.clone() };
+            let light = obj.iter().map(|(k, v)| {
+                let v = match (k.as_str(), v.as_object()) {
+                    ("inlineData" | "inline_data", Some(d)) => Value::Object(
+                        d.iter()
+                            .map(|(dk, dv)| (dk.clone(), if dk == "data" { json!("") } else { dv.clone() }))
+                            .collect(),
+                    ),
+                    _ => v.clone(),
+                };
+                (k.clone(), v)
+            });
+            Value::Object(light.collect())
+        }
+        let contents: Vec<Value> = self
+            .contents
+            .iter()
+            .map(|c| match (c.as_object(), c.get("parts").and_then(Value::as_array)) {
+                (Some(obj), Some(parts)) => {
+                    let mut light: Map<String, Value> = obj
+                        .iter()
+                        .filter(|(k, _)| k.as_str() != "parts")
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    light.insert("parts".into(), Value::Array(parts.iter().map(part).collect()));
+                    Value::Object(light)
+                }
+                _ => c.clone(),
+            })
+            .collect();
+        let mut body = self.head(None);
+        body.insert("contents".into(), Value::Array(contents));
+        Value::Object(body)
+    }
+
+    /// [`GenerateRequest::to_gemini`] serialized straight from the borrowed history and turns,
+    /// without copying `contents` (media included) into an intermediate value first.
+    /// `default_system` (a conversation's stored instruction) applies when the request has none.
+    pub fn to_gemini_string(&self, history: &[Value], default_system: Option<&str>) -> String {
+        struct Chain<'a>(&'a [Value], &'a [Value]);
+        impl serde::Serialize for Chain<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().chain(self.1))
+            }
+        }
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            contents: Chain<'a>,
+            #[serde(flatten)]
+            head: Map<String, Value>,
+        }
+        let body = Body { contents: Chain(history, &self.contents), head: self.head(default_system) };
+        serde_json::to_string(&body).unwrap_or_default()
+    }
+
+    /// Every top-level field but `contents`.
+    fn head(&self, default_system: Option<&str>) -> Map<String, Value> {
+        let mut body = self.passthrough.clone();
+        match (&self.system, default_system) {
+            (Some(s), _) => {
+                body.insert("systemInstruction".into(), json!({"parts": [{"text": s}]}));
+            }
+            (None, Some(s)) if !body.contains_key("systemInstruction") => {
+                body.insert("systemInstruction".into(), json!({"parts": [{"text": s}]}));
+            }
+            _ => {}
         }
         let mut gen = match body.remove("generationConfig") {
             Some(Value::Object(m)) => m,
@@ -380,7 +496,7 @@ impl GenerateRequest {
         if !gen.is_empty() {
             body.insert("generationConfig".into(), Value::Object(gen));
         }
-        Value::Object(body)
+        body
     }
 }
 
@@ -446,6 +562,63 @@ mod tests {
         let r = parse_reply(&body, "s");
         assert_eq!(r.out.text, "4");
         assert_eq!(r.usage, Some(Usage { input: 5, output: 39, thoughts: 186, total: 230 }));
+    }
+
+    #[test]
+    fn media_parts_pass_through_in_either_spelling() {
+        let body = json!({"contents": [{"parts": [
+            {"text": "Describe this"},
+            {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}},
+            {"inline_data": {"mime_type": "audio/wav", "data": "UklGRg"}},
+            {"fileData": {"mimeType": "application/pdf", "fileUri": "https://example.com/a.pdf"}},
+            {"file_data": {"file_uri": "files/abc"}}
+        ]}]});
+        let g = GenerateRequest::from_gemini_owned(body.clone(), "m", None).unwrap();
+        assert_eq!(g.contents[0]["parts"], body["contents"][0]["parts"]);
+        let up: Value = serde_json::from_str(&g.to_gemini_string(&[], None)).unwrap();
+        assert_eq!(up["contents"][0]["parts"], body["contents"][0]["parts"]);
+    }
+
+    #[test]
+    fn bad_media_is_a_400_naming_the_part() {
+        let with = |part: Value| {
+            GenerateRequest::from_gemini(&json!({"contents": [{"parts": [{"text": "x"}, part]}]}), "m", None)
+                .unwrap_err()
+        };
+        let e = with(json!({"inlineData": {"mimeType": "image/png", "data": "not*base64"}}));
+        assert_eq!((e.status(), e.code()), (400, "invalid_base64"));
+        assert!(e.message().starts_with("contents[0].parts[1].inlineData.data: not valid base64"), "{}", e.message());
+        let e = with(json!({"inline_data": {"mime_type": "image/png", "data": 5}}));
+        assert!(e.message().starts_with("contents[0].parts[1].inline_data.data:"));
+        assert_eq!(with(json!({"inlineData": {"data": "AAAA"}})).code(), "invalid_media");
+        assert_eq!(with(json!({"inlineData": "AAAA"})).code(), "invalid_media");
+        assert_eq!(with(json!({"fileData": {"mimeType": "image/png"}})).code(), "invalid_media");
+    }
+
+    #[test]
+    fn the_upstream_string_equals_the_upstream_value() {
+        let mut g = GenerateRequest::parse(&json!({"prompt": "hi", "model": "m", "temperature": 0.5}), None).unwrap();
+        let history =
+            vec![json!({"role": "user", "parts": [{"text": "a"}]}), json!({"role": "model", "parts": [{"text": "b"}]})];
+        let s: Value = serde_json::from_str(&g.to_gemini_string(&history, None)).unwrap();
+        assert_eq!(s, g.to_gemini(&history));
+        // A stored system instruction applies only when the request carries none.
+        let s: Value = serde_json::from_str(&g.to_gemini_string(&[], Some("stored"))).unwrap();
+        assert_eq!(s["systemInstruction"]["parts"][0]["text"], "stored");
+        g.system = Some("mine".into());
+        let s: Value = serde_json::from_str(&g.to_gemini_string(&[], Some("stored"))).unwrap();
+        assert_eq!(s["systemInstruction"]["parts"][0]["text"], "mine");
+    }
+
+    #[test]
+    fn the_estimate_view_leaves_out_only_media_data() {
+        let body = json!({"contents": [{"parts": [{"text": "look"}, {"inline_data": {"mime_type": "image/png", "data": "AAAA"}}]}],
+            "generationConfig": {"temperature": 0.2}});
+        let g = GenerateRequest::from_gemini(&body, "m", None).unwrap();
+        let light = g.to_gemini_without_media_data();
+        let mut want = g.to_gemini(&[]);
+        want["contents"][0]["parts"][1]["inline_data"]["data"] = json!("");
+        assert_eq!(light, want);
     }
 
     #[test]

@@ -3,8 +3,10 @@
 
 pub mod access;
 pub mod config;
+pub mod embed;
 pub mod errors;
 pub mod gen;
+pub mod media;
 pub mod pacific;
 pub mod schema;
 pub mod signatures;
@@ -17,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -33,10 +35,12 @@ use window::{ArrivalWindow, SlidingLog};
 pub const LOG_CAP: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(crate) enum Op {
     Generate,
     Stream,
     Count,
+    Embed,
+    BatchEmbed,
 }
 
 impl Op {
@@ -45,6 +49,8 @@ impl Op {
             Op::Generate => "generateContent",
             Op::Stream => "streamGenerateContent",
             Op::Count => "countTokens",
+            Op::Embed => "embedContent",
+            Op::BatchEmbed => "batchEmbedContents",
         }
     }
 }
@@ -378,6 +384,7 @@ pub fn app(cfg: Config) -> Router {
 
 pub fn app_with(mock: Arc<Mock>) -> Router {
     Router::new()
+        .layer(DefaultBodyLimit::max(110 << 20))
         .route("/_mock/health", get(health))
         .route("/_mock/faults", get(faults_list).post(faults_add).delete(faults_clear))
         .route("/_mock/stats", get(stats))
@@ -396,14 +403,14 @@ pub async fn serve(listener: tokio::net::TcpListener, cfg: Config) -> std::io::R
 
 type St = State<Arc<Mock>>;
 
-fn json_response(status: u16, v: &Value) -> Response {
+pub(crate) fn json_response(status: u16, v: &Value) -> Response {
     let mut r = Response::new(Body::from(serde_json::to_vec(v).unwrap_or_default()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
     r
 }
 
-fn err_response(v: &Value) -> Response {
+pub(crate) fn err_response(v: &Value) -> Response {
     let code = v["error"]["code"].as_u64().unwrap_or(500) as u16;
     json_response(code, v)
 }
@@ -569,7 +576,11 @@ fn model_entry(name: &str) -> Value {
         "description": format!("Mock of {name}"),
         "inputTokenLimit": 1_048_576,
         "outputTokenLimit": 65_536,
-        "supportedGenerationMethods": ["generateContent", "countTokens", "streamGenerateContent"],
+        "supportedGenerationMethods": if name.contains("embedding") {
+            json!(["embedContent", "batchEmbedContents"])
+        } else {
+            json!(["generateContent", "countTokens", "streamGenerateContent"])
+        },
         "temperature": 1.0,
         "topP": 0.95,
         "topK": 64,
@@ -578,7 +589,7 @@ fn model_entry(name: &str) -> Value {
     })
 }
 
-fn api_key(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+pub(crate) fn api_key(headers: &HeaderMap, uri: &Uri) -> Option<String> {
     headers
         .get("x-goog-api-key")
         .and_then(|v| v.to_str().ok())
@@ -649,6 +660,8 @@ async fn api(State(m): St, method: Method, uri: Uri, headers: HeaderMap, body: B
         "generateContent" => Op::Generate,
         "streamGenerateContent" => Op::Stream,
         "countTokens" => Op::Count,
+        "embedContent" => Op::Embed,
+        "batchEmbedContents" => Op::BatchEmbed,
         _ => {
             return err_response(&errors::not_found(&format!(
                 "models/{model} is not found for API version v1beta, or is not supported for {op_name}. Call ListModels to see the list of available models and their supported methods."
@@ -660,6 +673,9 @@ async fn api(State(m): St, method: Method, uri: Uri, headers: HeaderMap, body: B
     if op == Op::Count {
         return count_tokens(&m, &model, key.as_deref(), parsed, &body);
     }
+    if matches!(op, Op::Embed | Op::BatchEmbed) {
+        return embed::serve(&m, &model, op, key.as_deref(), parsed, &body).await;
+    }
     let sse = query_param(&uri, "alt").as_deref() == Some("sse");
 
     // Everything that does not need the lock. Err is the body for an invalid request or
@@ -667,9 +683,10 @@ async fn api(State(m): St, method: Method, uri: Uri, headers: HeaderMap, body: B
     let plan: Result<gen::Plan, Value> = match &parsed {
         Ok(v) => gen::validate_generate(v)
             .map_err(|msg| errors::invalid_argument(&msg))
+            .and_then(|_| media::items(v).map(|_| ()).map_err(|msg| errors::invalid_argument(&msg)))
             .and_then(|_| if signatures::required(&model) { m.sigs().check(v) } else { Ok(()) })
             .and_then(|_| access::resource_refusal(v).map_or(Ok(()), Err))
-            .map(|_| gen::plan(v)),
+            .map(|_| media::adjust(gen::plan(v), v)),
         Err(e) => Err(errors::invalid_argument(&format!("Invalid JSON payload received. {e}"))),
     };
     let log_body = parsed.unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
@@ -723,7 +740,7 @@ async fn api(State(m): St, method: Method, uri: Uri, headers: HeaderMap, body: B
                 }
             }
         }
-        Op::Count => unreachable!("handled above"),
+        Op::Count | Op::Embed | Op::BatchEmbed => unreachable!("handled above"),
     }
 }
 
@@ -731,7 +748,7 @@ async fn api(State(m): St, method: Method, uri: Uri, headers: HeaderMap, body: B
 /// stats, faults, quota, log.
 /// Ok((config, seq, extra_delay_ms, cut)) when the request is answered normally,
 /// else the error body to send.
-fn decide(
+pub(crate) fn decide(
     m: &Mock,
     model: &str,
     op: Op,
@@ -898,10 +915,10 @@ fn count_tokens(m: &Mock, model: &str, key: Option<&str>, parsed: Result<Value, 
                 (true, Some(_)) => Err("Only one of contents or generate_content_request can be set.".into()),
                 (false, None) => Err("* CountTokensRequest.contents: contents is not specified\n".into()),
                 (true, None) => match v["contents"].as_array() {
-                    Some(a) if !a.is_empty() => Ok(gen::prompt_tokens(v)),
+                    Some(a) if !a.is_empty() => Ok(gen::prompt_tokens(v) + media::tokens(v)),
                     _ => Err("* CountTokensRequest.contents: contents is not specified\n".into()),
                 },
-                (false, Some(r)) => gen::validate_generate(r).map(|_| gen::prompt_tokens(r)),
+                (false, Some(r)) => gen::validate_generate(r).map(|_| gen::prompt_tokens(r) + media::tokens(r)),
             }
         }
     };

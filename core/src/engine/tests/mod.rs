@@ -3,6 +3,7 @@
 //! sleeps and specs written to the store.
 
 mod conversation;
+mod embed;
 mod failover;
 mod stream;
 mod tools;
