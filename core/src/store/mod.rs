@@ -7,7 +7,7 @@
 //! `contract` holds the cjson decoding rules they share; [`upstash`] speaks the REST protocol.
 //! `core/tests/lua_contract.rs` runs both scripts on a real Redis through these functions.
 
-mod contract;
+pub(crate) mod contract;
 pub mod keys;
 mod reserve;
 mod reserve_reply;

@@ -2,15 +2,12 @@
 //! into a [`Reservation`]. The `lua/reserve_v1.lua` header is the reference for every name here.
 
 use crate::config::KeyConfig;
-use crate::store::contract::reply_text;
 use crate::store::keys;
+use crate::store::reserve_reply;
 pub use crate::store::reserve_reply::Reservation;
-use crate::store::reserve_reply::ReserveReply;
 use crate::store::upstash::StoreError;
 use serde::Serialize;
 use serde_json::Value;
-
-const SCRIPT: &str = "reserve_v1";
 
 /// A token bucket checked in the reservation (per client, global).
 #[derive(Debug, Clone)]
@@ -144,7 +141,7 @@ pub fn reserve_call(spec: &ReserveSpec) -> (Vec<String>, Vec<String>) {
 /// Decodes a `reserve_v1` reply. Any drift from the documented shapes (a missing, renamed or
 /// unknown field, a fractional number, an unknown limit) is [`StoreError::Protocol`].
 pub fn parse_reserve(v: &Value) -> Result<Reservation, StoreError> {
-    ReserveReply::decode(reply_text(SCRIPT, v)?).map(Reservation::from)
+    reserve_reply::decode(v)
 }
 
 #[cfg(test)]

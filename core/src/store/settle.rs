@@ -2,10 +2,10 @@
 //! into [`Settled`]. The `lua/settle_v1.lua` header is the reference for every name here.
 
 use crate::config::KeyConfig;
-use crate::store::contract::{decode, reply_text, NullableUint, Uint};
+use crate::store::contract::{parse_reply, Fields};
 use crate::store::keys;
 use crate::store::upstash::StoreError;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 const SCRIPT: &str = "settle_v1";
@@ -151,20 +151,18 @@ pub struct Settled {
     pub message_count: Option<u64>,
 }
 
-/// `{"now": ms, "cooldown_until": ms | null, "message_count": n | null}`, the script's only
-/// shape. Both nullable keys are always written (`cjson.null`), so they are required.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SettleReply {
-    now: Uint,
-    cooldown_until: NullableUint,
-    message_count: NullableUint,
-}
-
-/// Decodes a `settle_v1` reply; any drift from the documented shape is [`StoreError::Protocol`].
+/// Decodes a `settle_v1` reply, `{"now": ms, "cooldown_until": ms | null, "message_count": n |
+/// null}`, the script's only shape. Both nullable keys are always written (`cjson.null`), so they
+/// are required; any drift from the documented shape is [`StoreError::Protocol`].
 pub fn parse_settle(v: &Value) -> Result<Settled, StoreError> {
-    let r: SettleReply = decode(SCRIPT, "settled", reply_text(SCRIPT, v)?)?;
-    Ok(Settled { now: r.now.0, cooldown_until: r.cooldown_until.0, message_count: r.message_count.0 })
+    let v = parse_reply(SCRIPT, v)?;
+    let mut f = Fields::new(SCRIPT, "settled", &v)?;
+    let s = Settled {
+        now: f.u64("now")?,
+        cooldown_until: f.nullable_u64("cooldown_until")?,
+        message_count: f.nullable_u64("message_count")?,
+    };
+    f.finish().map(|()| s)
 }
 
 #[cfg(test)]
@@ -281,13 +279,15 @@ mod tests {
         };
         // Before the typed contract, a renamed `now` read as 0 and a renamed key as "no cooldown".
         let m = err(r#"{"now_ms":1,"cooldown_until":null,"message_count":null}"#);
+        assert!(m.starts_with("settle_v1: settled reply: missing field `now`"), "{m}");
+        let m = err(r#"{"now":1,"now_ms":1,"cooldown_until":null,"message_count":null}"#);
         assert!(m.starts_with("settle_v1: settled reply: unknown field `now_ms`"), "{m}");
         let m = err(r#"{"cooldown_until":null,"message_count":null}"#);
         assert!(m.starts_with("settle_v1: settled reply: missing field `now`"), "{m}");
         let m = err(r#"{"now":1,"message_count":null}"#);
         assert!(m.contains("missing field `cooldown_until`"), "{m}");
         let m = err(r#"{"now":1,"cooldown_until":"soon","message_count":null}"#);
-        assert!(m.contains("invalid type: string \"soon\""), "{m}");
+        assert!(m.contains("field `cooldown_until`: expected null or a non-negative integer, got \"soon\""), "{m}");
         assert!(matches!(parse_settle(&json!(null)), Err(StoreError::Protocol(m)) if m.starts_with("settle_v1: ")));
     }
 }
