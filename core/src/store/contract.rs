@@ -34,6 +34,13 @@ pub(crate) fn parse_reply(script: &str, v: &Value) -> Result<Value, StoreError> 
     serde_json::from_str(reply_text(script, v)?).map_err(|e| protocol(script, format_args!("reply: {e}")))
 }
 
+/// A JSON object for an ARGV, built from its fields: one non-generic function instead of a
+/// `Serialize` impl (and its serializer instances) per argument struct. `None` fields are written
+/// as `null`, as the script headers document.
+pub(crate) fn object(fields: Vec<(&str, Value)>) -> Value {
+    Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
 const U64_LIMIT: f64 = 18_446_744_073_709_551_616.0; // 2^64
 const I64_LIMIT: f64 = 9_223_372_036_854_775_808.0; // 2^63
 
