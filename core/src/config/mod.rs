@@ -135,13 +135,13 @@ impl KeyPool {
                 }
             }
         }
-        let models: std::collections::BTreeSet<&str> = keys.iter().map(|k| k.model.as_str()).collect();
+        let serves = |m: &str| keys.iter().any(|k: &KeyConfig| k.model == m);
         for (from, chain) in &raw.fallbacks {
-            if !models.contains(from.as_str()) {
+            if !serves(from) {
                 errors.push(format!("fallbacks.{from}: no key serves model '{from}'"));
             }
             for to in chain {
-                if !models.contains(to.as_str()) {
+                if !serves(to) {
                     errors.push(format!("fallbacks.{from}: no key serves fallback model '{to}'"));
                 }
             }
@@ -164,8 +164,14 @@ impl KeyPool {
     }
 
     pub fn models(&self) -> Vec<String> {
-        let set: std::collections::BTreeSet<String> = self.keys.iter().map(|k| k.model.clone()).collect();
-        set.into_iter().collect()
+        // Sorted and deduplicated by inserting in place: no sort instance for one short list.
+        let mut out: Vec<String> = Vec::new();
+        for k in &self.keys {
+            if let Err(at) = out.binary_search(&k.model) {
+                out.insert(at, k.model.clone());
+            }
+        }
+        out
     }
 
     /// A short fingerprint of the pool: a key disabled for an invalid secret stays disabled until

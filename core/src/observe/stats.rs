@@ -31,8 +31,10 @@ pub struct Totals {
 
 impl Totals {
     pub fn from_hash(h: &Hash) -> Totals {
-        let mut failures: BTreeMap<String, u64> =
-            OUTCOMES.iter().filter(|o| **o != "success").map(|o| (o.to_string(), 0)).collect();
+        let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+        for o in OUTCOMES.iter().filter(|o| **o != "success") {
+            failures.insert(o.to_string(), 0);
+        }
         for (k, _) in h.iter() {
             if let Some(o) = k.strip_prefix("outcome:") {
                 if o != "success" {

@@ -38,7 +38,11 @@ pub(crate) fn parse_reply(script: &str, v: &Value) -> Result<Value, StoreError> 
 /// `Serialize` impl (and its serializer instances) per argument struct. `None` fields are written
 /// as `null`, as the script headers document.
 pub(crate) fn object(fields: Vec<(&str, Value)>) -> Value {
-    Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    let mut map = Map::new();
+    for (k, v) in fields {
+        map.insert(k.to_owned(), v);
+    }
+    Value::Object(map)
 }
 
 const U64_LIMIT: f64 = 18_446_744_073_709_551_616.0; // 2^64

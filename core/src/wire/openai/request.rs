@@ -170,7 +170,11 @@ fn google_options(
                     let s = s
                         .as_object()
                         .ok_or_else(|| bad("invalid_field", "google.safety_settings[]: must be objects"))?;
-                    out.push(Value::Object(s.iter().map(|(k, v)| (camel(k), v.clone())).collect()));
+                    let mut o = serde_json::Map::new();
+                    for (k, v) in s {
+                        o.insert(camel(k), v.clone());
+                    }
+                    out.push(Value::Object(o));
                 }
                 top.insert("safetySettings".into(), Value::Array(out));
             }
