@@ -31,18 +31,7 @@ pub(crate) fn reply_text<'v>(script: &str, v: &'v Value) -> Result<&'v str, Stor
 
 /// Parses a script's reply (the bulk string holding `cjson.encode(...)`) into a [`Value`].
 pub(crate) fn parse_reply(script: &str, v: &Value) -> Result<Value, StoreError> {
-    serde_json::from_str(reply_text(script, v)?).map_err(|e| protocol(script, format_args!("reply: {e}")))
-}
-
-/// A JSON object for an ARGV, built from its fields: one non-generic function instead of a
-/// `Serialize` impl (and its serializer instances) per argument struct. `None` fields are written
-/// as `null`, as the script headers document.
-pub(crate) fn object(fields: Vec<(&str, Value)>) -> Value {
-    let mut map = Map::new();
-    for (k, v) in fields {
-        map.insert(k.to_owned(), v);
-    }
-    Value::Object(map)
+    crate::json::parse(reply_text(script, v)?).map_err(|e| protocol(script, format_args!("reply: {e}")))
 }
 
 const U64_LIMIT: f64 = 18_446_744_073_709_551_616.0; // 2^64

@@ -2,7 +2,7 @@
 //! into a [`Reservation`]. The `lua/reserve_v1.lua` header is the reference for every name here.
 
 use crate::config::KeyConfig;
-use crate::store::contract::object;
+use crate::json::object;
 use crate::store::keys;
 use crate::store::reserve_reply;
 pub use crate::store::reserve_reply::Reservation;

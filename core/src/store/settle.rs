@@ -2,7 +2,8 @@
 //! into [`Settled`]. The `lua/settle_v1.lua` header is the reference for every name here.
 
 use crate::config::KeyConfig;
-use crate::store::contract::{object, parse_reply, Fields};
+use crate::json::object;
+use crate::store::contract::{parse_reply, Fields};
 use crate::store::keys;
 use crate::store::upstash::StoreError;
 use serde_json::Value;
