@@ -31,6 +31,25 @@ pub fn set(v: &mut Value, key: &str, value: Value) {
     }
 }
 
+/// A float as text without `core`'s float formatting (its Grisu/Dragon tables are over 15 KB of
+/// wasm): integral values as integers (`2`, `-2`, `1795899497`), others through serde_json's
+/// shortest round-trip form (`0.5`, `1795899497.469`), and `NaN`, `+Inf`, `-Inf` as Prometheus
+/// writes them.
+#[inline(never)]
+pub fn float(f: f64) -> String {
+    if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+        (f as i64).to_string()
+    } else if let Some(n) = serde_json::Number::from_f64(f) {
+        n.to_string()
+    } else if f.is_nan() {
+        "NaN".into()
+    } else if f > 0.0 {
+        "+Inf".into()
+    } else {
+        "-Inf".into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +63,16 @@ mod tests {
         assert_eq!(v["d"], json!(true));
         assert_eq!(parse(r#"{"x":[1]}"#).unwrap(), json!({"x": [1]}));
         assert!(parse("{").is_err());
+    }
+
+    #[test]
+    fn floats_print_as_display_would_for_the_values_we_write() {
+        for f in [0.0, 2.0, -2.0, 0.5, 1.5, 1000.0, 1_795_899_497.469, 61.0, 0.1, -0.25] {
+            assert_eq!(float(f), f.to_string());
+        }
+        assert_eq!(
+            (float(f64::NAN), float(f64::INFINITY), float(f64::NEG_INFINITY)),
+            ("NaN".into(), "+Inf".into(), "-Inf".into())
+        );
     }
 }

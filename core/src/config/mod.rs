@@ -72,7 +72,7 @@ impl KeyPool {
             }
             let weight = k.weight.unwrap_or(1.0);
             if !(weight.is_finite() && weight > 0.0 && weight <= 1000.0) {
-                errors.push(format!("{at}.weight: must be > 0 and <= 1000, got {weight}"));
+                errors.push(format!("{at}.weight: must be > 0 and <= 1000, got {}", crate::json::float(weight)));
             }
             keys.push(KeyConfig {
                 key_id: k.key_id,

@@ -31,7 +31,9 @@ impl Out {
             }
             self.text.push('}');
         }
-        let _ = writeln!(self.text, " {value}");
+        self.text.push(' ');
+        self.text.push_str(&crate::json::float(value));
+        self.text.push('\n');
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::{bad, messages, tools};
 use crate::error::RouterError;
+use crate::json::float;
 use crate::wire::gemini::GenerateRequest;
 use serde_json::{json, Map, Value};
 
@@ -247,7 +248,9 @@ impl ChatRequest {
                 None | Some(Value::Null) => Ok(None),
                 Some(v) => match v.as_f64() {
                     Some(x) if x >= lo && x <= hi => Ok(Some(x)),
-                    _ => Err(bad("invalid_field", format!("{k}: must be a number from {lo} to {hi}"))),
+                    _ => {
+                        Err(bad("invalid_field", format!("{k}: must be a number from {} to {}", float(lo), float(hi))))
+                    }
                 },
             }
         };
