@@ -19,6 +19,7 @@ pub mod key_status;
 pub mod models;
 pub mod prometheus;
 pub mod stats;
+mod stats_json;
 pub mod stats_v1;
 
 pub use health::{health, health_pipeline, ping_ok, pool_counts, HealthInput};

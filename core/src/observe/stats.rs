@@ -196,13 +196,6 @@ pub struct Stats {
     pub global: GlobalStats,
 }
 
-impl Stats {
-    /// The `/stats` document as JSON, serialized here so the worker crate does not instantiate it.
-    pub fn to_json(&self) -> Result<serde_json::Value, serde_json::Error> {
-        serde_json::to_value(self)
-    }
-}
-
 fn opt_ms(h: &Hash, name: &str) -> Option<u64> {
     Some(hash_u64(h, name)).filter(|v| *v > 0)
 }
