@@ -9,11 +9,11 @@ use crate::fetch::{with_timeout, FetchStream, FetchTransport, WorkerRuntime};
 use crate::respond::log;
 use llm_key_router_core::config::{LogLevel, Settings};
 use llm_key_router_core::engine::{ChunkSource, PendingStream, Runtime};
+use llm_key_router_core::json::object;
 use llm_key_router_core::store::upstash::Upstash;
 use llm_key_router_core::store::SETTLE;
 use llm_key_router_core::wire::openai::StreamShaper;
 use llm_key_router_core::wire::sse::{frame, StreamTally};
-use serde_json::json;
 use worker::{Context, Date, Headers, Response, Result};
 
 #[derive(Debug, Clone, Copy)]
@@ -138,8 +138,14 @@ async fn relay_task(
         if failure.is_some() { LogLevel::Warn } else { LogLevel::Debug },
         &level,
         "stream_end",
-        json!({"key_id": finish.key.key_id, "model": model_used, "events": tally.events, "complete": failure.is_none(),
-               "input_tokens": tally.usage.map(|u| u.input), "error": failure}),
+        object(vec![
+            ("key_id", finish.key.key_id.as_str().into()),
+            ("model", model_used.into()),
+            ("events", tally.events.into()),
+            ("complete", failure.is_none().into()),
+            ("input_tokens", tally.usage.map(|u| u.input).into()),
+            ("error", failure.as_deref().into()),
+        ]),
     );
     match (failure, mode) {
         (None, Mode::Gemini) => {
@@ -157,11 +163,21 @@ async fn relay_task(
             if let Some(h) = em.held.take() {
                 send(&tx, frame(&h));
             }
-            let e = json!({"error": {"code": 502, "message": msg, "status": "UNAVAILABLE"}});
+            let e = object(vec![(
+                "error",
+                object(vec![("code", 502.into()), ("message", msg.into()), ("status", "UNAVAILABLE".into())]),
+            )]);
             send(&tx, frame(&e.to_string()));
         }
         (Some(msg), Mode::OpenAi { .. }) => {
-            let e = json!({"error": {"message": msg, "type": "api_error", "code": "upstream_stream_interrupted"}});
+            let e = object(vec![(
+                "error",
+                object(vec![
+                    ("message", msg.into()),
+                    ("type", "api_error".into()),
+                    ("code", "upstream_stream_interrupted".into()),
+                ]),
+            )]);
             send(&tx, frame(&e.to_string()));
         }
     }

@@ -6,6 +6,7 @@
 //! send is rejected with 409 `conversation_busy` (not queued), so turns never interleave.
 
 use crate::error::RouterError;
+use crate::json::object;
 use crate::store::keys;
 use crate::store::upstash::{Transport, Upstash};
 use crate::wire::gemini::GenerateRequest;
@@ -221,10 +222,18 @@ impl<T: Transport> Conversations<'_, T> {
         for r in self.store.multi_exec(&cmds).await? {
             r?;
         }
-        Ok(json!({
-            "id": id, "created_at": now_ms, "updated_at": now_ms, "message_count": 0, "total_tokens": 0,
-            "model": req.model, "title": req.title, "system": req.system, "metadata": req.metadata,
-        }))
+        // Built with `json::object`, not `json!`: this method is instantiated in the worker crate.
+        Ok(object(vec![
+            ("id", id.into()),
+            ("created_at", now_ms.into()),
+            ("updated_at", now_ms.into()),
+            ("message_count", 0.into()),
+            ("total_tokens", 0.into()),
+            ("model", req.model.clone().into()),
+            ("title", req.title.clone().into()),
+            ("system", req.system.clone().into()),
+            ("metadata", req.metadata.clone().unwrap_or(Value::Null)),
+        ]))
     }
 
     /// Metadata, or 404 for a missing, expired or foreign conversation (indistinguishable).
@@ -253,10 +262,16 @@ impl<T: Transport> Conversations<'_, T> {
         let total = r.next().unwrap_or(Ok(Value::Null))?.as_u64().unwrap_or(0);
         let data: Vec<Value> =
             turns.as_array().into_iter().flatten().filter_map(|t| t.as_str()).map(turn_view).collect();
-        let next = if offset + (data.len() as u64) < total { json!(offset + data.len() as u64) } else { Value::Null };
-        Ok(
-            json!({"object": "list", "data": data, "offset": offset, "limit": limit, "total": total, "next_offset": next}),
-        )
+        let next =
+            if offset + (data.len() as u64) < total { Value::from(offset + data.len() as u64) } else { Value::Null };
+        Ok(object(vec![
+            ("object", "list".into()),
+            ("data", Value::Array(data)),
+            ("offset", offset.into()),
+            ("limit", limit.into()),
+            ("total", total.into()),
+            ("next_offset", next),
+        ]))
     }
 
     pub async fn delete(&self, id: &str, owner: &str) -> Result<Value, RouterError> {
@@ -268,7 +283,7 @@ impl<T: Transport> Conversations<'_, T> {
         for r in self.store.multi_exec(&cmds).await? {
             r?;
         }
-        Ok(json!({"id": id, "deleted": true}))
+        Ok(object(vec![("id", id.into()), ("deleted", true.into())]))
     }
 
     /// The caller's conversations, newest first. Expired ones are dropped from the index lazily.
@@ -306,8 +321,14 @@ impl<T: Transport> Conversations<'_, T> {
                 self.store.command(&gone).await?;
             }
         }
-        let next = if offset + limit < total { json!(offset + limit) } else { Value::Null };
-        Ok(json!({"object": "list", "data": data, "offset": offset, "limit": limit, "next_offset": next}))
+        let next = if offset + limit < total { Value::from(offset + limit) } else { Value::Null };
+        Ok(object(vec![
+            ("object", "list".into()),
+            ("data", Value::Array(data)),
+            ("offset", offset.into()),
+            ("limit", limit.into()),
+            ("next_offset", next),
+        ]))
     }
 }
 

@@ -12,6 +12,7 @@ pub mod conversations;
 pub mod engine;
 pub mod error;
 pub mod ids;
+pub mod json;
 pub mod log;
 pub mod observe;
 pub mod policy;

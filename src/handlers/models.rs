@@ -11,10 +11,11 @@ use llm_key_router_core::config::LogLevel;
 use llm_key_router_core::conversations;
 use llm_key_router_core::engine::{classify, Attempt, Outcome, Router, Runtime};
 use llm_key_router_core::error::RouterError;
+use llm_key_router_core::json;
 use llm_key_router_core::wire::api::{self, GeminiMethod};
 use llm_key_router_core::wire::gemini::GenerateRequest;
 use llm_key_router_core::wire::openai::{self, ChatRequest};
-use serde_json::{json, Value};
+use serde_json::Value;
 use worker::{Date, Request};
 
 /// How the caller wants its answer.
@@ -116,8 +117,8 @@ pub(super) async fn gemini(req: &mut Request, cx: &Ctx<'_>, model: &str, method:
 
 /// An attempt as logged: its record plus the key masked as `AIzaSy…last4`, never the key.
 fn attempt_log(cx: &Ctx, a: &Attempt) -> Value {
-    let mut v = json!(a);
-    v["key"] = json!(llm_key_router_core::policy::mask_key(cx.st.api_key(&a.key_id).unwrap_or("")));
+    let mut v = a.to_json();
+    json::set(&mut v, "key", llm_key_router_core::policy::mask_key(cx.st.api_key(&a.key_id).unwrap_or("")).into());
     v
 }
 
@@ -192,7 +193,7 @@ async fn count_tokens(cx: &Ctx<'_>, model: &str, body: &Value) -> Answer {
         }
     };
     if (200..300).contains(&r.status) {
-        let v: Value = serde_json::from_str(&r.body).map_err(|_| RouterError::UpstreamUnavailable {
+        let v: Value = json::parse(&r.body).map_err(|_| RouterError::UpstreamUnavailable {
             message: "upstream answered countTokens with an unreadable body".into(),
         })?;
         return respond::json(200, &v);

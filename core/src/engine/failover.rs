@@ -162,7 +162,7 @@ fn judge<S>(result: Result<Called<S>, UpstreamError>, rid: &str) -> (Verdict<S>,
     };
     let status = Some(reply.status);
     let (verdict, charge) = match classify(reply.status, &reply.body) {
-        UpstreamOutcome::Success => match serde_json::from_str::<Value>(&reply.body) {
+        UpstreamOutcome::Success => match crate::json::parse(&reply.body) {
             Ok(raw) => {
                 let r = parse_reply(&raw, rid);
                 let usage = r.usage.unwrap_or_default();

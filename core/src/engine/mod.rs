@@ -62,6 +62,13 @@ pub struct Attempt {
     pub duration_ms: u64,
 }
 
+impl Attempt {
+    /// The attempt as JSON, serialized here so the worker crate does not instantiate it again.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("an attempt serializes")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Success {
     pub reply: Reply,

@@ -170,7 +170,7 @@ pub fn upstream_history(
 ) -> (Vec<Value>, usize) {
     let turns: Vec<Value> = stored
         .iter()
-        .filter_map(|t| serde_json::from_str::<Value>(t).ok())
+        .filter_map(|t| crate::json::parse(t).ok())
         .map(|t| json!({"role": t["role"], "parts": t["parts"]}))
         .collect();
     let sizes: Vec<u64> = turns.iter().map(|t| request_estimate(&json!({"contents": [t]}), estimator)).collect();
@@ -203,7 +203,7 @@ pub(super) fn resolve_tool_names(contents: &[Value], stored: &[String]) -> Resul
         return Ok(None);
     }
     let mut names: Vec<(String, String)> = Vec::new();
-    for t in stored.iter().filter_map(|t| serde_json::from_str::<Value>(t).ok()) {
+    for t in stored.iter().filter_map(|t| crate::json::parse(t).ok()) {
         let calls = t["parts"].as_array().into_iter().flatten().filter_map(|p| p["functionCall"]["name"].as_str());
         let ids = t["tool_call_ids"].as_array().into_iter().flatten().filter_map(Value::as_str);
         names.extend(ids.zip(calls).map(|(i, n)| (i.to_string(), n.to_string())));

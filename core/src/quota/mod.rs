@@ -82,8 +82,10 @@ pub fn non_text_bytes(req: &Value) -> u64 {
             match p.as_object() {
                 Some(o) if o.contains_key("text") => {
                     if o.len() > 1 {
-                        let rest: serde_json::Map<String, Value> =
-                            o.iter().filter(|(k, _)| *k != "text").map(|(k, v)| (k.clone(), v.clone())).collect();
+                        let mut rest = serde_json::Map::new();
+                        for (k, v) in o.iter().filter(|(k, _)| *k != "text") {
+                            rest.insert(k.clone(), v.clone());
+                        }
                         n += json_len(&Value::Object(rest));
                     }
                 }

@@ -118,7 +118,14 @@ pub(super) fn convert(messages: &[Value], conversation: bool) -> Result<Converte
     let mut results: Vec<(usize, Value)> = Vec::new();
     let flush = |results: &mut Vec<(usize, Value)>, contents: &mut Vec<Value>| {
         if !results.is_empty() {
-            results.sort_by_key(|(pos, _)| *pos);
+            // A stable insertion sort by position: a handful of results, and no sort instance.
+            for i in 1..results.len() {
+                let mut j = i;
+                while j > 0 && results[j - 1].0 > results[j].0 {
+                    results.swap(j - 1, j);
+                    j -= 1;
+                }
+            }
             let parts: Vec<Value> = results.drain(..).map(|(_, p)| p).collect();
             contents.push(json!({"role": "user", "parts": parts}));
         }
