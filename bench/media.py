@@ -11,7 +11,12 @@ request** (utime + stime over the round, as `bench/profile/timing.py` measures i
 process CPU is an upper bound of the isolate's CPU time that Cloudflare bills and limits: it
 also holds workerd's own HTTP parsing of the 20 MB request and the 20 MB subrequest it writes
 to the mock, which on Cloudflare are the runtime's I/O, not the Worker's CPU time. The
-figures are medians over the rounds. Uses bench/profile/common.py's stack (mock at 0 ms,
+figures are medians over the rounds.
+
+Then (`--profile`, on by default) the **isolate CPU per request**: the V8 CPU profile over the
+inspector (as `bench/profile/cpuprofile.py`), whose sampler only runs while the isolate is
+entered: samples (not idle) × the effective interval / requests. It excludes workerd's I/O and
+is inflated a little by the profiler itself. Uses bench/profile/common.py's stack (mock at 0 ms,
 `workerd serve` on a copy of the build, the bench key pool of 1e9 TPM so nothing is refused).
 """
 
@@ -57,6 +62,8 @@ def main():
     ap.add_argument("--build", default="/tmp/media-build")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--no-profile", dest="profile", action="store_false")
+    ap.add_argument("--interval-us", type=int, default=200)
     o = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-media-"))
     # name -> (body, requests per round, batch size: the mock's request log is cleared between
@@ -75,7 +82,8 @@ def main():
     wd = None
     res: dict = {}
     try:
-        wd = C.start_workerd(vars, Path(o.build))
+        ins = C.stack.free_port()
+        wd = C.start_workerd(vars, Path(o.build), inspector_port=ins)
         model = C.B.FAST_MODEL
         router = f"{wd.url}/v1beta/models/{model}:generateContent"
         mock = f"{env.mock.url}/v1beta/models/{model}:generateContent"
@@ -110,12 +118,50 @@ def main():
             med = {k: statistics.median(x[k] for x in rs) for k in ("router_p50", "mock_p50", "added_p50", "workerd_cpu_ms")}
             print(f"| {name} | {files[name].stat().st_size:,} | {med['router_p50']:.2f} | {med['mock_p50']:.2f} | "
                   f"{med['added_p50']:+.2f} | {med['workerd_cpu_ms']:.2f} |")
+        if o.profile:
+            print("\n| request | isolate CPU ms/req (V8 profile) | top self time |\n|---|---:|---|")
+            for name, (_, n, batch) in cases.items():
+                ms, top = isolate_cpu(ins, lambda: run(router, hdr, n, batch, files[name]), n, o.interval_us)
+                for x in res[name]:
+                    x["isolate_cpu_ms"] = ms
+                print(f"| {name} | {ms:.2f} | {top} |", flush=True)
         out = Path(o.out or C.BENCH / "results" / "media.json")
         out.write_text(json.dumps(res, indent=1))
     finally:
         if wd:
             wd.stop()
         env.close()
+
+
+def isolate_cpu(inspector_port: int, drive, n: int, interval_us: int) -> tuple[float, str]:
+    """Profiles `drive()` (n requests) over the inspector: isolate CPU ms per request, and the
+    three largest self-time functions."""
+    import asyncio
+    import urllib.request
+    from collections import Counter
+
+    from cpuprofile import cdp_session
+
+    targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{inspector_port}/json/list", timeout=5).read())
+
+    async def go():
+        ws, call = await cdp_session(targets[0]["webSocketDebuggerUrl"])
+        await call("Profiler.enable")
+        await call("Profiler.setSamplingInterval", {"interval": interval_us})
+        await call("Profiler.start")
+        await asyncio.to_thread(drive)
+        prof = (await call("Profiler.stop"))["profile"]
+        await ws.close()
+        return prof
+
+    prof = asyncio.run(go())
+    nodes = {nd["id"]: nd for nd in prof["nodes"]}
+    deltas = prof["timeDeltas"]
+    eff = sorted(deltas[1:])[len(deltas) // 2] if len(deltas) > 2 else interval_us
+    busy = [s for s in prof["samples"] if nodes[s]["callFrame"]["functionName"] != "(idle)"]
+    self_time = Counter(nodes[s]["callFrame"]["functionName"] or "(anonymous)" for s in busy)
+    top = ", ".join(f"{f} {c / len(busy):.0%}" for f, c in self_time.most_common(3)) if busy else ""
+    return len(busy) * eff / 1000 / n, top
 
 
 def loadgen_file(url, n, headers, f):

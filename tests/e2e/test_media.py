@@ -187,6 +187,15 @@ def test_genai_a_1_5_mb_png_is_admitted_on_a_250k_tpm_key(media, fresh):
     assert 516 <= r.usage_metadata.prompt_token_count < 1000
 
 
+def test_genai_a_17_mb_image_outside_a_conversation_is_served(media, fresh):
+    img = png(2400, 1800, noise=True)  # 13 MB; 17 MB of base64, under the 20 MiB body cap
+    c = gclient(media)  # kept alive: its HTTP client closes with it
+    r = c.models.generate_content(
+        model=FLASH, contents=[types.Part.from_bytes(data=img, mime_type="image/png"), "Describe this"])
+    assert r.text == "I received 1 image (image/png, 2400x1800)"
+    assert r.usage_metadata.prompt_token_count >= 258 * 4 * 3
+
+
 def test_genai_embed_content_list(media, fresh):
     c = gclient(media)
     r = c.models.embed_content(model=EMBED, contents=["one", "two", "three"])

@@ -191,7 +191,9 @@ pub(super) fn upstream_body(
 ) -> Result<(String, usize), RouterError> {
     let answers_calls = req.contents.first().is_some_and(has_function_response);
     let turns = parse_turns(stored);
-    check_conversation_media(&turns, &req.contents)?;
+    if req.conversation_id.is_some() {
+        check_conversation_media(&turns, &req.contents)?;
+    }
     let (history, omitted) = trim_history(turns, settings.context_budget_tokens, settings.estimator, answers_calls);
     // Serialized from borrowed parts: the request's media is not copied again.
     Ok((req.to_gemini_string(&history, stored_system.as_deref()), omitted))

@@ -166,8 +166,8 @@ fn a_turn_over_the_media_cap_is_413_before_any_reservation() {
     assert_eq!((e.status(), e.code()), (413, "conversation_too_large"));
     assert!(e.message().contains(&CONV_TURN_MEDIA_BYTES.to_string()), "{}", e.message());
     assert!(w.store.reserves().is_empty() && w.upstream.calls().is_empty());
-    // The same request outside a conversation is not capped by it.
-    let mut r = conv_media_req(image_turn("x", 100, 100, big));
+    // A request outside a conversation is not capped by it, even past the conversation cap.
+    let mut r = conv_media_req(image_turn("x", 100, 100, CONV_MEDIA_BYTES as usize));
     r.conversation_id = None;
     w.generate(&r).unwrap();
 }
