@@ -236,6 +236,8 @@ def test_a_conversation_keeps_its_image_for_the_next_turn(media, fresh):
     history = fresh.mock_requests()[-1]["body"]["contents"]
     assert [t["role"] for t in history] == ["user", "model", "user"]
     assert history[0]["parts"][1] == {"inlineData": {"mimeType": "image/png", "data": b64(img)}}
+    msgs = media.get(f"/v1/conversations/{cid}/messages").json()["data"]
+    assert msgs[0]["media"] == [{"mime_type": "image/png", "bytes": len(b64(img))}]
 
 
 def test_a_conversation_turn_over_the_media_cap_is_413(media, fresh):
