@@ -91,7 +91,10 @@ pub fn parse_message(body: &Value, id: &str, model: Option<String>) -> Result<Ge
 ///  "usage"?: {...},                                   model turns
 ///  "tool_calls"?: [{"id", "name", "arguments"}],      model turns that called functions;
 ///                                                     `arguments` is a JSON string, as in OpenAI
-///  "tool_results"?: [{"name", "response"}]}           user turns that carried tool results
+///  "tool_results"?: [{"name", "response"}],          user turns that carried tool results
+///  "media"?: [{"mime_type", "bytes"} | {"mime_type", "file_uri"}]}  turns that carried media:
+///                                                     inline data by its size (base64 bytes),
+///                                                     not its content
 /// ```
 ///
 /// `id` is the id the caller saw (it carries the thought signature, see `wire::call_id`), or
@@ -126,6 +129,22 @@ pub fn turn_view(raw: &str) -> Value {
         .collect();
     if !results.is_empty() {
         v["tool_results"] = Value::Array(results);
+    }
+    let field = |o: &Value, camel: &str, snake: &str| o.get(camel).or_else(|| o.get(snake)).cloned();
+    let media: Vec<Value> = parts
+        .iter()
+        .filter_map(|p| {
+            if let Some(d) = p.get("inlineData").or_else(|| p.get("inline_data")) {
+                let bytes = d["data"].as_str().map_or(0, str::len);
+                Some(json!({"mime_type": field(d, "mimeType", "mime_type"), "bytes": bytes}))
+            } else {
+                let f = p.get("fileData").or_else(|| p.get("file_data"))?;
+                Some(json!({"mime_type": field(f, "mimeType", "mime_type"), "file_uri": field(f, "fileUri", "file_uri")}))
+            }
+        })
+        .collect();
+    if !media.is_empty() {
+        v["media"] = Value::Array(media);
     }
     v
 }
@@ -365,6 +384,17 @@ mod tests {
         assert_eq!(result["content"], "");
         assert_eq!(result["tool_results"], json!([{"name": "get_weather", "response": {"temp": 21}}]));
         assert!(result.get("tool_calls").is_none());
+        // Media is listed by type and size, never echoed.
+        let m = turn_view(
+            r#"{"role":"user","parts":[{"text":"look"},{"inlineData":{"mimeType":"image/png","data":"iVBORw0KGgo="}},
+                {"file_data":{"mime_type":"image/jpeg","file_uri":"https://x.test/a.jpg"}}],"at":4}"#,
+        );
+        assert_eq!(m["content"], "look");
+        assert_eq!(
+            m["media"],
+            json!([{"mime_type": "image/png", "bytes": 12},
+                   {"mime_type": "image/jpeg", "file_uri": "https://x.test/a.jpg"}])
+        );
         // A text-only turn keeps its old shape.
         let plain = turn_view(r#"{"role":"model","parts":[{"text":"4"}],"at":5}"#);
         assert!(plain.get("tool_calls").is_none() && plain.get("tool_results").is_none());

@@ -249,9 +249,21 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                 }
             };
             let req = named.as_ref().unwrap_or(req);
-            let (body, omitted_turns) = match &plan.embed {
-                Some((_, body)) => (body.clone(), 0),
+            let built = match &plan.embed {
+                Some((_, body)) => Ok((body.clone(), 0)),
                 None => upstream_body(req, &granted.history, granted.system, settings),
+            };
+            let (body, omitted_turns) = match built {
+                Ok(b) => b,
+                Err(e) => {
+                    // The conversation is too large: give the reservation back and unlock.
+                    let conv_part =
+                        conv.as_ref().map(|c| conv_settle(c, settings.conversation_ttl_seconds, Vec::new(), 0, 0));
+                    let reserved = Reserved { key, client_id: &caller.client_id, rid, day: granted.day };
+                    let charge = Charge { release: true, ..Charge::kept("client_error") };
+                    let _ = self.store.settle(&settle_spec(reserved, charge, &self.cfg_fingerprint, conv_part)).await;
+                    return Err(walk.fail(e));
+                }
             };
             let secret = self.secrets.api_key(&key.key_id).unwrap_or_default();
             let t0 = self.rt.now_ms();
@@ -284,7 +296,7 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                         day: reserved.day,
                         conv,
                         new_contents: req.contents.clone(),
-                        new_texts_est: new_turns_estimate(&plan.bare_body, req, settings.estimator),
+                        new_texts_est: new_turns_estimate(&plan, req, settings.estimator),
                         ttl_s: settings.conversation_ttl_seconds,
                         estimator: settings.estimator,
                         started_at: t0,
@@ -300,7 +312,7 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                 (Some(_), _) if will_retry => None,
                 (Some(c), Next::Answer { reply, usage, .. }) => {
                     let turns = conversation_turns(&req.contents, t0, &reply.out, usage, self.rt.now_ms());
-                    let est = new_turns_estimate(&plan.bare_body, req, settings.estimator)
+                    let est = new_turns_estimate(&plan, req, settings.estimator)
                         + answer_estimate(&reply.out, settings.estimator);
                     Some(conv_settle(c, settings.conversation_ttl_seconds, turns, usage.total, est))
                 }
@@ -359,8 +371,14 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
 }
 
 /// What the new turns add to the conversation's history estimate: the request's texts (as
-/// before) and the non-text parts of the new turns (calls, results, signatures), but not the
-/// tool declarations, which are sent again with every request rather than stored.
-fn new_turns_estimate(bare_body: &Value, req: &GenerateRequest, estimator: Estimator) -> u64 {
-    estimate_tokens(request_texts(bare_body), estimator) + non_text_bytes(&json!({"contents": req.contents}))
+/// before), the non-text parts of the new turns (calls, results, signatures) by their bytes and
+/// their media by its token cost (`Plan::new_media_tokens`), but not the tool declarations,
+/// which are sent again with every request rather than stored. Read from the bare body, whose
+/// `inlineData.data` is empty, so no media is copied.
+fn new_turns_estimate(plan: &Plan, req: &GenerateRequest, estimator: Estimator) -> u64 {
+    let new_turns = &plan.bare_body["contents"].as_array().map_or(&[][..], Vec::as_slice);
+    let start = new_turns.len().saturating_sub(req.contents.len());
+    estimate_tokens(request_texts(&plan.bare_body), estimator)
+        + non_text_bytes(&json!({"contents": &new_turns[start..]}))
+        + plan.new_media_tokens
 }

@@ -29,7 +29,7 @@ mod settle;
 #[cfg(test)]
 mod tests;
 
-pub use plan::upstream_history;
+pub use plan::{upstream_history, CONV_MEDIA_BYTES, CONV_TURN_MEDIA_BYTES};
 pub use ports::{secret_from_lookup, ChunkSource, QuotaStore, Runtime, Secrets, StreamOpen, Upstream, UpstreamError};
 pub use settle::{conversation_turns, PendingStream, StreamFinish};
 

@@ -383,8 +383,9 @@ pub fn app(cfg: Config) -> Router {
 }
 
 pub fn app_with(mock: Arc<Mock>) -> Router {
+    // The body limit is a layer: it applies to the routes and fallback added before it, so it
+    // comes last (Gemini bodies of up to 100 MiB, the router's highest `MAX_BODY_BYTES`).
     Router::new()
-        .layer(DefaultBodyLimit::max(110 << 20))
         .route("/_mock/health", get(health))
         .route("/_mock/faults", get(faults_list).post(faults_add).delete(faults_clear))
         .route("/_mock/stats", get(stats))
@@ -393,6 +394,7 @@ pub fn app_with(mock: Arc<Mock>) -> Router {
         .route("/_mock/config", get(config_get).put(config_put))
         .route("/_mock/clock", get(clock_get).post(clock_set))
         .fallback(api)
+        .layer(DefaultBodyLimit::max(110 << 20))
         .with_state(mock)
 }
 
