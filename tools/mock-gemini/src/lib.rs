@@ -10,6 +10,7 @@ pub mod media;
 pub mod pacific;
 pub mod schema;
 pub mod signatures;
+pub mod tokens;
 pub mod tools;
 pub mod window;
 
