@@ -19,7 +19,8 @@ use super::plan::{keys_with_secret, resolve_tool_names, upstream_body, Plan};
 use super::ports::{QuotaStore, Runtime, Secrets, Upstream, UpstreamError};
 use super::reserve::Offer;
 use super::settle::{
-    answer_estimate, conv_settle, conversation_turns, settle_spec, Charge, PendingStream, Reserved, StreamFinish,
+    answer_estimate, conv_settle, conversation_turns, settle_spec, Charge, DeferredSettle, PendingStream, Reserved,
+    StreamFinish,
 };
 use super::{Attempt, Caller, Failure, Outcome, Router, Success};
 use crate::config::{Estimator, KeyConfig, KeyPool};
@@ -308,6 +309,27 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                 (None, _) => None,
             };
             let outcome = charge.outcome;
+            // The success of a one-shot request settles after its answer: the caller runs the
+            // deferred settle (in `wait_until`), so the request waits for one Redis round trip.
+            // Every other settle runs here, before the next step: a cooldown or a disable must
+            // be in Redis before the next key is reserved, and a conversation's turn must be
+            // stored before it is acknowledged.
+            if conv.is_none() {
+                if let Next::Answer { reply, usage, raw } = next {
+                    walk.attempts.push(attempt(outcome, None));
+                    return Ok(Outcome::Done(Success {
+                        reply,
+                        raw,
+                        usage,
+                        model_used: key.model.clone(),
+                        key_id: key.key_id.clone(),
+                        attempts: walk.attempts,
+                        omitted_turns,
+                        message_count: None,
+                        deferred: Some(DeferredSettle::new(reserved, charge)),
+                    }));
+                }
+            }
             let spec = settle_spec(reserved, charge, &self.cfg_fingerprint, conv_part);
             let settled = self.store.settle(&spec).await;
             walk.attempts.push(attempt(outcome, settled.as_ref().ok().and_then(|s| s.cooldown_until)));
@@ -329,6 +351,7 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                         attempts: walk.attempts,
                         omitted_turns,
                         message_count,
+                        deferred: None,
                     }));
                 }
                 Next::Stop(e) => return Err(walk.fail(e)),

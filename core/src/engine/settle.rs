@@ -67,6 +67,44 @@ pub(super) fn settle_spec<'k>(
     }
 }
 
+/// The settle of a successful one-shot answer (no conversation), left to run after the answer
+/// has been sent (the worker runs it in `ctx.wait_until`): the request then waits for one
+/// Redis round trip, the reservation. Owned, so it outlives the request's borrows.
+///
+/// If it never runs (the isolate is evicted first), the reservation's estimate stays in the
+/// window in place of the real usage. The estimate is an upper bound (the UTF-8 bytes, or the
+/// configured estimator's), so the window only ever counts more than Google did: safe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeferredSettle {
+    key: KeyConfig,
+    client_id: String,
+    rid: String,
+    day: i64,
+    charge: Charge,
+}
+
+impl DeferredSettle {
+    pub(super) fn new(r: Reserved<'_>, charge: Charge) -> DeferredSettle {
+        DeferredSettle { key: r.key.clone(), client_id: r.client_id.to_string(), rid: r.rid, day: r.day, charge }
+    }
+
+    /// The settle to write. A success never disables a key, so no fingerprint is written.
+    pub fn settle_spec(&self) -> SettleSpec<'_> {
+        let reserved = Reserved { key: &self.key, client_id: &self.client_id, rid: self.rid.clone(), day: self.day };
+        settle_spec(reserved, self.charge.clone(), "", None)
+    }
+
+    /// KEYS/ARGV of [`DeferredSettle::settle_spec`] for `settle_v1`, for glue that calls the
+    /// script itself after the answer.
+    pub fn settle_call(&self) -> (Vec<String>, Vec<String>) {
+        settle_call(&self.settle_spec())
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.key.key_id
+    }
+}
+
 /// The turns a successful send appends to its conversation: the new turn(s) as sent (stamped
 /// with when they were sent), then the model's answer with its usage.
 ///

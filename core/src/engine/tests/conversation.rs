@@ -123,3 +123,14 @@ fn a_send_without_a_model_uses_the_conversations_own() {
     assert_eq!(reserve.candidates, ["k1", "k2", "k3", "p1"], "every model is offered; the script filters");
     assert!(reserve.conv.as_ref().unwrap().2);
 }
+
+#[test]
+fn a_conversation_send_settles_before_its_answer_not_after() {
+    // Read-after-write of the stored turn is a promise: its settle is not deferred.
+    let w = World::new([ok("hi")]);
+    w.store.add_conversation(CONV, stored(None));
+    let s = block_on(w.router().generate(&conv_req("hi"), &caller())).unwrap();
+    assert!(s.deferred.is_none());
+    assert_eq!(w.outcomes(), ["success"]);
+    assert_eq!(s.message_count, Some(4));
+}

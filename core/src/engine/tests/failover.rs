@@ -230,3 +230,21 @@ fn a_prompt_larger_than_every_key_tpm_is_refused() {
     assert_eq!(f.error, RouterError::PromptTooLarge { estimate: 300_000 });
     assert!(w.upstream.calls().is_empty());
 }
+
+#[test]
+fn a_one_shot_success_defers_its_settle_while_failure_settles_run_inline() {
+    // k1 answers 429, k2 answers: the cooldown is written before k2 is reserved, and the
+    // success's settle is handed back to run after the answer.
+    let w = World::new([Answer::reply(429, bodies::quota_per_minute(FLASH, 17)), ok("hi")]);
+    let s = block_on(w.router().generate(&req(FLASH, "hi"), &caller())).unwrap();
+    assert_eq!(w.outcomes(), ["rate_limited"], "only the failure settled before the answer");
+    assert_eq!(w.store.reserves().len(), 2);
+    let d = s.deferred.expect("the success settle is deferred");
+    assert_eq!(d.key_id(), s.key_id);
+    let spec = d.settle_spec();
+    assert_eq!((spec.outcome, spec.release, spec.input, spec.output), ("success", false, Some(12), 3));
+    assert!(spec.cooldown.is_none() && spec.disable.is_none() && spec.conv.is_none());
+    assert_eq!(d.settle_call(), crate::store::settle_call(&spec));
+    block_on(w.router().settle_deferred(&d)).unwrap();
+    assert_eq!(w.outcomes(), ["rate_limited", "success"]);
+}
