@@ -11,7 +11,7 @@ use crate::config::{Estimator, KeyConfig};
 use crate::quota::{estimate_tokens, non_text_bytes};
 use crate::store::{settle_call, ConvLock, ConvSettle, CooldownSpec, SettleSpec};
 use crate::wire::gemini::{ModelOutput, Usage};
-use crate::wire::sse::{SseParser, StreamTally};
+use crate::wire::sse::{Event, SseParser, StreamTally};
 use serde_json::{json, Value};
 
 /// The accounting half of an attempt's verdict: what the settle writes about the key.
@@ -155,7 +155,8 @@ pub struct PendingStream<S> {
     pub source: S,
     pub parser: SseParser,
     pub tally: StreamTally,
-    pub first_events: Vec<String>,
+    /// The events read before the hand-over, each parsed once (recorded in `tally`).
+    pub first_events: Vec<Event>,
     pub finish: StreamFinish,
     pub attempts: Vec<Attempt>,
     pub model_used: String,
