@@ -141,9 +141,15 @@ local best, best_score, best_last = nil, nil, nil
 local soonest, soonest_limit = nil, nil
 local too_large = true
 local matched = 0
-local last_used = redis.call('HGETALL', KEYS[1])
+-- Only the offered keys' last admissions: the hash holds every key of the pool, and reading it
+-- whole would make each reservation cost O(pool) whatever the engine offers.
 local last_map = {}
-for j = 1, #last_used, 2 do last_map[last_used[j]] = tonumber(last_used[j + 1]) end
+if #spec.cands > 0 then
+  local ids = {}
+  for j, c in ipairs(spec.cands) do ids[j] = c.k end
+  local last_used = redis.call('HMGET', KEYS[1], unpack(ids))
+  for j, id in ipairs(ids) do last_map[id] = tonumber(last_used[j]) end
+end
 
 local function note_refusal(at, limit)
   if soonest == nil or at < soonest then soonest, soonest_limit = at, limit end
