@@ -49,8 +49,11 @@ pub(super) struct Walk {
     /// next offer is every other key (widened), so a refusal still means "no key has room".
     refused_keys: Vec<String>,
     /// The soonest refusal of the current model so far, reported if the widened offer refuses.
-    held: Option<(LimitKind, Option<u64>, Option<(u64, u64)>)>,
+    held: Option<Refusal>,
 }
+
+/// A refusal as the walk reports it: the limit, when to retry, the bucket's limit/remaining.
+type Refusal = (LimitKind, Option<u64>, Option<(u64, u64)>);
 
 /// The most keys one reservation examines first. A larger pool is offered a window of this
 /// many keys, drawn by weight (so every key is offered over time); if the window refuses, the
