@@ -112,33 +112,44 @@ def pool_cost(r: Resp, n: int, calls: int, window: int) -> dict:
             "usec_per_reserve": round(spent / calls, 1), "rest_payload_bytes": payload}
 
 
-def conv_cost(r: Resp, turns: int, reps: int = 50) -> dict:
+def conv_cost(r: Resp, turns: int, budget: int | None, reps: int = 50) -> dict:
+    """Turns as `engine::conversation_turns` stores them: 200 characters each (50 tokens by the
+    default estimator), keys sorted, `est` second; user and model alternate."""
     r("FLUSHALL")
     key = q.Key("k1")
     cid = "c_scale"
-    r("HSET", q.k_conv_meta(cid), "owner", "alice", "model", q.MODEL, "hist_est", 0)
-    turn = json.dumps({"role": "user", "parts": [{"text": "x" * 200}], "at": 1})
+    r("HSET", q.k_conv_meta(cid), "owner", "alice", "model", q.MODEL, "hist_est", 50 * turns)
+    def turn(i):
+        role = "user" if i % 2 == 0 else "model"
+        return json.dumps({"at": 1, "est": 50, "parts": [{"text": "x" * 200}], "role": role}, separators=(",", ":"))
     for i in range(0, turns, 100):
-        r("RPUSH", q.k_conv_turns(cid), *([turn] * min(100, turns - i)))
+        r("RPUSH", q.k_conv_turns(cid), *[turn(j) for j in range(i, min(turns, i + 100))])
     spent, size = 0, 0
     for i in range(reps):
         lock = q.ConvLock(cid, "alice", f"l{i}")
         k, a = q.reserve_call(f"c{i}", 20, [key], conv=lock)
+        if budget is not None:
+            spec = json.loads(a[0])
+            spec["conv"]["budget"] = budget
+            a = [json.dumps(spec, separators=(",", ":"))]
         c0, u0 = evalsha_usec(r)
         t0 = time.perf_counter()
         out = r("EVALSHA", q.RESERVE.sha, len(k), *k, *a)
         spent += evalsha_usec(r)[1] - u0
         size = len(out)
         rep = json.loads(out)
+        assert rep["ok"] == 1, rep
         sk, sa = q.settle_call(key, f"c{i}", rep["day"], conv=q.ConvSettle(cid, f"l{i}"))
         r("EVALSHA", q.SETTLE.sha, len(sk), *sk, *sa)
-    return {"turns": turns, "usec_per_reserve": round(spent / reps, 1), "reply_bytes": size}
+    return {"turns": turns, "budget": budget, "usec_per_reserve": round(spent / reps, 1), "reply_bytes": size}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--window", type=int, default=8, help="keys offered per reservation (0: all)")
+    ap.add_argument("--budget", type=int, default=4000,
+                    help="CONTEXT_BUDGET_TOKENS sent with the conversation (0: none, every turn read)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     redis = stack.start_redis()
@@ -147,7 +158,7 @@ def main():
         for s in (q.RESERVE, q.SETTLE):
             r("SCRIPT", "LOAD", s.text)
         pools = [pool_cost(r, n, args.calls, args.window) for n in (3, 30, 300, 1000)]
-        convs = [conv_cost(r, t) for t in (10, 100, 1000)]
+        convs = [conv_cost(r, t, args.budget or None) for t in (10, 100, 1000)]
     finally:
         redis.stop()
     out = {"window": args.window, "pools": pools, "conversations": convs,

@@ -339,7 +339,10 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
             let req = named.as_ref().unwrap_or(req);
             let (body, omitted_turns) = match &plan.embed {
                 Some((_, body)) => (body.clone(), 0),
-                None => upstream_body(req, &granted.history, granted.system, settings),
+                None => {
+                    let (body, omitted) = upstream_body(req, &granted.history, granted.system, settings);
+                    (body, omitted + granted.skipped)
+                }
             };
             let secret = self.secrets.api_key(&key.key_id).unwrap_or_default();
             let t0 = self.rt.now_ms();
@@ -387,7 +390,8 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
             let conv_part = match (&conv, &next) {
                 (Some(_), _) if will_retry => None,
                 (Some(c), Next::Answer { reply, usage, .. }) => {
-                    let turns = conversation_turns(&req.contents, t0, &reply.out, usage, self.rt.now_ms());
+                    let turns =
+                        conversation_turns(&req.contents, t0, &reply.out, usage, self.rt.now_ms(), settings.estimator);
                     let est = new_turns_estimate(&plan.bare_body, req, settings.estimator)
                         + answer_estimate(&reply.out, settings.estimator);
                     Some(conv_settle(c, settings.conversation_ttl_seconds, turns, usage.total, est))

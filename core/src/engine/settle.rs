@@ -8,7 +8,7 @@
 use super::attempt::FirstEvents;
 use super::Attempt;
 use crate::config::{Estimator, KeyConfig};
-use crate::quota::{estimate_tokens, non_text_bytes};
+use crate::quota::{estimate_tokens, non_text_bytes, request_estimate};
 use crate::store::{settle_call, ConvLock, ConvSettle, CooldownSpec, SettleSpec};
 use crate::wire::gemini::{ModelOutput, Usage};
 use crate::wire::sse::{Event, SseParser, StreamTally};
@@ -125,12 +125,24 @@ pub fn conversation_turns(
     answer: &ModelOutput,
     usage: &Usage,
     answered_at: u64,
+    estimator: Estimator,
 ) -> Vec<String> {
+    // `est`: the turn's estimate as `upstream_history` computes it, read by `reserve_v1` to
+    // return only the newest turns that fit the context budget. Keys serialize sorted, so every
+    // turn starts `{"at":ms,"est":n,` (the script reads that prefix).
+    let est = |role: &Value, parts: &Value| {
+        request_estimate(&json!({"contents": [{"role": role, "parts": parts}]}), estimator)
+    };
     let mut turns: Vec<String> = new_contents
         .iter()
-        .map(|c| json!({"role": c["role"], "parts": c["parts"], "at": sent_at}).to_string())
+        .map(|c| {
+            json!({"role": c["role"], "parts": c["parts"], "at": sent_at, "est": est(&c["role"], &c["parts"])})
+                .to_string()
+        })
         .collect();
-    let mut model = json!({"role": "model", "parts": answer.model_parts(), "at": answered_at, "usage": usage});
+    let parts = json!(answer.model_parts());
+    let est_model = est(&json!("model"), &parts);
+    let mut model = json!({"role": "model", "parts": parts, "at": answered_at, "est": est_model, "usage": usage});
     if !answer.calls.is_empty() {
         model["tool_call_ids"] = json!(answer.call_ids());
     }
@@ -209,7 +221,7 @@ impl StreamFinish {
         let usage = tally.usage.unwrap_or_default();
         let conv = self.conv.as_ref().map(|c| {
             let turns = if complete {
-                conversation_turns(&self.new_contents, self.started_at, &tally.out, &usage, now_ms)
+                conversation_turns(&self.new_contents, self.started_at, &tally.out, &usage, now_ms, self.estimator)
             } else {
                 Vec::new()
             };

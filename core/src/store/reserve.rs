@@ -31,6 +31,9 @@ pub struct ConvLock {
     pub lock_ms: u64,
     /// Use the conversation's stored model (the send named none).
     pub pick_model: bool,
+    /// `CONTEXT_BUDGET_TOKENS`: the script returns only the newest turns the engine may send
+    /// (by their stored `est`), not the whole history. `None` returns every turn.
+    pub history_budget: Option<u64>,
 }
 
 pub struct ReserveSpec<'a> {
@@ -94,6 +97,8 @@ struct ConvArg<'a> {
     lock_id: &'a str,
     lock_ms: u64,
     pick_model: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget: Option<u64>,
 }
 
 /// Short names: a request carries one entry per candidate key.
@@ -124,6 +129,7 @@ impl<'a> ReserveArgs<'a> {
                 lock_id: &c.lock_id,
                 lock_ms: c.lock_ms,
                 pick_model: c.pick_model,
+                budget: c.history_budget,
             }),
             model: spec.model.as_deref(),
             cands: spec
@@ -180,6 +186,7 @@ mod tests {
                 lock_id: "r".into(),
                 lock_ms: 9,
                 pick_model: false,
+                history_budget: None,
             }),
             candidates: vec![k, k],
             model: Some("m".into()),

@@ -58,7 +58,10 @@ fn a_successful_send_carries_history_upstream_and_the_turn_in_its_settle() {
     let usage = Usage { input: 30, output: 5, thoughts: 0, total: 35 };
     let now = w.clock.now();
     let r = conv_req("what is my name?");
-    assert_eq!(conv.turns, conversation_turns(&r.contents, now, &text_answer("your name is Ada"), &usage, now));
+    assert_eq!(
+        conv.turns,
+        conversation_turns(&r.contents, now, &text_answer("your name is Ada"), &usage, now, w.settings.estimator)
+    );
     assert_eq!(conv.tokens, 35);
     assert_eq!(s.message_count, Some(4));
     assert_eq!(w.store.conversation(CONV).unwrap().lock, None);

@@ -73,7 +73,7 @@ fn a_stream_with_its_first_event_is_handed_over_and_settles_complete_or_cut() {
     assert_eq!((complete.outcome, complete.input, complete.output, complete.release), ("success", Some(7), 2, false));
     let usage = Usage { input: 7, output: 2, thoughts: 0, total: 9 };
     let c = complete.conv.as_ref().unwrap();
-    assert_eq!(c.turns, conversation_turns(&r.contents, now, &text_answer("Hello"), &usage, now));
+    assert_eq!(c.turns, conversation_turns(&r.contents, now, &text_answer("Hello"), &usage, now, w.settings.estimator));
     assert_eq!((c.lock_id.as_str(), c.tokens), (w.store.reserves()[0].conv.clone().unwrap().1.as_str(), 9));
     let cut = p.finish.settle_spec(&p.tally, false, now);
     assert_eq!(cut.outcome, "stream_cut");
