@@ -91,8 +91,8 @@ def pool_cost(r: Resp, n: int, calls: int, window: int) -> dict:
     rng = random.Random(7)
     keys = [q.Key(f"k{i:04d}", rpm=calls, tpm=10**9, rpd=10**6) for i in range(n)]
     payload = 0
-    before = evalsha_usec(r)
     spent = 0
+    settle_spent = 0
     admitted = 0
     for i in range(calls):
         cands = offer(keys, window, rng)
@@ -106,10 +106,14 @@ def pool_cost(r: Resp, n: int, calls: int, window: int) -> dict:
             admitted += 1
             key = next(x for x in cands if x.key_id == rep["key"])
             sk, sa = q.settle_call(key, f"r{i}", rep["day"], input=12, output=3)
+            c2, u2 = evalsha_usec(r)
             r("EVALSHA", q.SETTLE.sha, len(sk), *sk, *sa)
-    del before
+            settle_spent += evalsha_usec(r)[1] - u2
     return {"keys": n, "offered": len(offer(keys, window, rng)), "calls": calls, "admitted": admitted,
-            "usec_per_reserve": round(spent / calls, 1), "rest_payload_bytes": payload}
+            "usec_per_reserve": round(spent / calls, 1), "usec_per_settle": round(settle_spent / max(admitted, 1), 1),
+            "rest_payload_bytes": payload,
+            # Redis runs scripts one at a time: one shard admits at most this many requests/s.
+            "shard_ceiling_rps": round(1e6 / (spent / calls + settle_spent / max(admitted, 1)))}
 
 
 def conv_cost(r: Resp, turns: int, budget: int | None, reps: int = 50) -> dict:
