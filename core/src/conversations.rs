@@ -365,7 +365,14 @@ mod tests {
             "rid:0",
         );
         let asked = json!({"role": "user", "parts": [{"text": "weather?"}]});
-        let turns = conversation_turns(&[asked], 1, &reply.out, &Default::default(), 2);
+        let turns = conversation_turns(
+            &[asked],
+            1,
+            &reply.out,
+            &Default::default(),
+            2,
+            crate::config::Settings::default().estimator,
+        );
         let model = turn_view(&turns[1]);
         assert_eq!(model["role"], "assistant");
         assert_eq!(model["content"], "Checking.");

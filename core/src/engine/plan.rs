@@ -77,6 +77,7 @@ impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
             // A stream holds the lock until its settle, which may be long after the deadline of
             // the first byte; the settle releases it as soon as the stream ends.
             lock_ms: if stream { STREAM_LOCK_MS } else { self.settings.request_deadline_ms + 5_000 },
+            history_budget: Some(self.settings.context_budget_tokens),
         });
         // Media by what Google charges for it (`quota::media`), read in place, the worst case
         // over the chain; the bare body then leaves the media data out (no second copy).

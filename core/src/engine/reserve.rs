@@ -26,6 +26,24 @@ pub(super) struct Granted<'p> {
     /// The conversation's stored turns and system instruction.
     pub history: Vec<String>,
     pub system: Option<String>,
+    /// The oldest stored turns the script did not read back (outside the context budget).
+    pub skipped: usize,
+}
+
+/// Strips the `{"skipped":n}` marker `reserve_v1` puts first when it read only the newest turns.
+fn split_skipped(mut history: Vec<String>) -> (Vec<String>, usize) {
+    let skipped = history
+        .first()
+        .and_then(|t| t.strip_prefix("{\"skipped\":"))
+        .and_then(|rest| rest.strip_suffix('}'))
+        .and_then(|n| n.parse::<usize>().ok());
+    match skipped {
+        Some(n) => {
+            history.remove(0);
+            (history, n)
+        }
+        None => (history, 0),
+    }
 }
 
 /// Why no key was reserved.
@@ -66,7 +84,8 @@ impl<'a, Q: QuotaStore, U, R> Router<'a, Q, U, R> {
                     let e = StoreError::Protocol(format!("reserve_v1 chose unknown key '{key_id}'"));
                     return Err(Denied::Stop(e.into()));
                 };
-                Ok(Granted { key, chosen_model, day, history, system })
+                let (history, skipped) = split_skipped(history);
+                Ok(Granted { key, chosen_model, day, history, system, skipped })
             }
             Reservation::NoCandidates => Err(Denied::Stop(RouterError::UnknownModel { model })),
             Reservation::Refused { limit, retry_at, now, bucket } => {

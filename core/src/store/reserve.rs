@@ -28,6 +28,9 @@ pub struct ConvLock {
     pub lock_ms: u64,
     /// Use the conversation's stored model (the send named none).
     pub pick_model: bool,
+    /// `CONTEXT_BUDGET_TOKENS`: the script returns only the newest turns the engine may send
+    /// (by their stored `est`), not the whole history. `None` returns every turn.
+    pub history_budget: Option<u64>,
 }
 
 pub struct ReserveSpec<'a> {
@@ -73,12 +76,17 @@ fn reserve_args(spec: &ReserveSpec) -> Value {
         .iter()
         .map(|b| object(vec![("rate", b.rate_per_min.into()), ("burst", b.burst.into()), ("name", b.name.into())]));
     let conv = spec.conv.as_ref().map(|c| {
-        object(vec![
+        let mut fields = vec![
             ("owner", c.owner.as_str().into()),
             ("lock_id", c.lock_id.as_str().into()),
             ("lock_ms", c.lock_ms.into()),
             ("pick_model", c.pick_model.into()),
-        ])
+        ];
+        // Absent, not null: without a budget the script reads the whole history.
+        if let Some(budget) = c.history_budget {
+            fields.push(("budget", budget.into()));
+        }
+        object(fields)
     });
     let cands = spec.candidates.iter().map(|c| {
         object(vec![
@@ -146,6 +154,7 @@ mod tests {
                 lock_id: "r".into(),
                 lock_ms: 9,
                 pick_model: false,
+                history_budget: None,
             }),
             candidates: vec![k, k],
             model: Some("m".into()),

@@ -59,7 +59,10 @@ fn a_successful_send_carries_history_upstream_and_the_turn_in_its_settle() {
     let usage = Usage { input: 30, output: 5, thoughts: 0, total: 35 };
     let now = w.clock.now();
     let r = conv_req("what is my name?");
-    assert_eq!(conv.turns, conversation_turns(&r.contents, now, &text_answer("your name is Ada"), &usage, now));
+    assert_eq!(
+        conv.turns,
+        conversation_turns(&r.contents, now, &text_answer("your name is Ada"), &usage, now, w.settings.estimator)
+    );
     assert_eq!(conv.tokens, 35);
     assert_eq!(s.message_count, Some(4));
     assert_eq!(w.store.conversation(CONV).unwrap().lock, None);
@@ -193,4 +196,15 @@ fn a_conversation_over_its_media_cap_is_413_and_gives_the_reservation_back() {
     assert_eq!(w.store.conversation(CONV).unwrap().lock, None, "and the conversation unlocked");
     // A text turn still goes through: only new media is refused.
     w.generate(&conv_req("summarize")).unwrap();
+}
+
+#[test]
+fn a_conversation_send_settles_before_its_answer_not_after() {
+    // Read-after-write of the stored turn is a promise: its settle is not deferred.
+    let w = World::new([ok("hi")]);
+    w.store.add_conversation(CONV, stored(None));
+    let s = block_on(w.router().generate(&conv_req("hi"), &caller())).unwrap();
+    assert!(s.deferred.is_none());
+    assert_eq!(w.outcomes(), ["success"]);
+    assert_eq!(s.message_count, Some(4));
 }
