@@ -7,6 +7,7 @@
 //! Layout and request flow: `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod conversations;
 pub mod engine;

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use worker::Date;
 
 /// Reads everything in one `stats_v1` round trip and builds the `/stats` document.
-async fn read_stats(cx: &Ctx<'_>) -> Result<observe::Stats, RouterError> {
+pub(super) async fn read_stats(cx: &Ctx<'_>) -> Result<observe::Stats, RouterError> {
     let (store, pool, settings, fingerprint) = (&cx.store, cx.pool, cx.settings, &cx.st.fingerprint);
     let clients: Vec<String> = settings.clients.clients.iter().map(|c| c.id.clone()).collect();
     let layout = Layout::new(pool, &clients);

@@ -680,6 +680,64 @@ def test_disable_holds_while_the_config_fingerprint_matches(rest):
     assert r["ok"] == 1 and r["key"] == "a"
 
 
+# --------------------------------------------------------------------------- admin_v1 (issue 14)
+
+ADMIN = Script("admin_v1", lua_text("pacific.lua") + lua_text("admin_v1.lua"))
+AUDIT = "{llmr}:audit"
+
+
+def admin(rest: Rest, action, target, targets, by="ops", reason=None, cap=200) -> dict:
+    """Mirror of `admin::admin_call`: the audit list, then the target hashes."""
+    arg = {"action": action, "target": target, "by": by, "reason": reason, "cap": cap}
+    return json.loads(rest.eval(ADMIN, [AUDIT] + targets, [dumps(arg)]))
+
+
+def test_manual_disable_holds_under_any_fingerprint_until_enabled(rest):
+    a, b = Key("a"), Key("b")
+    out = admin(rest, "disable", "a", [k_disabled("a")], reason="rotating")
+    assert out["changed"] == 1 and out["now"] > 0
+    dis = rest.hgetall(k_disabled("a"))
+    assert dis["manual"] == "1" and dis["reason"] == "rotating" and dis["by"] == "ops"
+    for cfg in ("cfg-1", "cfg-2"):
+        r = reserve(rest, "m-" + cfg, 1, [a], cfg=cfg)
+        assert r == {"ok": 0, "limit": "disabled", "retry_at": None, "now": r["now"]}
+        assert reserve(rest, "n-" + cfg, 1, [a, b], cfg=cfg)["key"] == "b"
+    # Nothing was reserved on the disabled key.
+    assert rest("ZCARD", k_log("a", MODEL)) == 0
+    assert admin(rest, "enable", "a", [k_disabled("a")])["changed"] == 1
+    assert rest("EXISTS", k_disabled("a")) == 0
+    assert reserve(rest, "back", 1, [a])["key"] == "a"
+    # Enabling an enabled key changes nothing but is still audited.
+    assert admin(rest, "enable", "a", [k_disabled("a")])["changed"] == 0
+    entries = [json.loads(e) for e in rest("LRANGE", AUDIT, 0, -1)]
+    assert [(e["action"], e["target"], e["changed"], e["by"]) for e in entries] == [
+        ("enable", "a", 0, "ops"), ("enable", "a", 1, "ops"), ("disable", "a", 1, "ops")]
+    assert entries[2]["reason"] == "rotating" and entries[0]["reason"] == ""
+
+
+def test_enable_lifts_an_automatic_disable_without_a_config_change(rest):
+    a = Key("a")
+    r = reserve(rest, "x1", 1, [a], cfg="cfg-1")
+    settle(rest, a, "x1", r["day"], outcome="key_rejected", disable=("403 API_KEY_SERVICE_BLOCKED", "cfg-1"))
+    assert reserve(rest, "x2", 1, [a], cfg="cfg-1")["limit"] == "disabled"
+    assert admin(rest, "enable", "a", [k_disabled("a")], reason="unblocked in the console")["changed"] == 1
+    assert reserve(rest, "x3", 1, [a], cfg="cfg-1")["key"] == "a"
+
+
+def test_clear_cooldown_removes_every_model_of_the_group_and_the_audit_is_capped(rest):
+    a, a2 = Key("a", quota_group="g"), Key("a2", quota_group="g", model="other")
+    for k in (a, a2):
+        r = reserve(rest, "c-" + k.key_id, 1, [k])
+        settle(rest, k, "c-" + k.key_id, r["day"], outcome="rate_limited", cooldown=("delay", 600000, "429"))
+        assert reserve(rest, "d-" + k.key_id, 1, [k])["limit"] == "cooldown"
+    out = admin(rest, "clear_cooldown", "g", [k_cooldown("g", MODEL), k_cooldown("g", "other")])
+    assert out["changed"] == 2
+    assert reserve(rest, "e1", 1, [a])["ok"] == 1 and reserve(rest, "e2", 1, [a2])["ok"] == 1
+    for i in range(5):
+        admin(rest, "enable", "a", [k_disabled("a")], cap=3, reason=str(i))
+    assert [json.loads(e)["reason"] for e in rest("LRANGE", AUDIT, 0, -1)] == ["4", "3", "2"]
+
+
 def test_settle_updates_stats_counters(rest):
     a, b = Key("a"), Key("b")
     r = reserve(rest, "st1", 100, [a])

@@ -88,7 +88,9 @@ impl Walk {
         retry_after_ms: Option<u64>,
         bucket: Option<(u64, u64)>,
     ) -> Option<RouterError> {
-        if matches!(limit, LimitKind::ClientRate | LimitKind::GlobalRate) || self.model_idx + 1 >= self.models.len() {
+        if matches!(limit, LimitKind::ClientRate | LimitKind::GlobalRate | LimitKind::ClientBudget)
+            || self.model_idx + 1 >= self.models.len()
+        {
             return Some(RouterError::NoCapacity { limit, retry_after_ms, bucket });
         }
         self.model_idx += 1;
@@ -242,7 +244,8 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                 Err(e) => {
                     let conv_part =
                         conv.as_ref().map(|c| conv_settle(c, settings.conversation_ttl_seconds, Vec::new(), 0, 0));
-                    let reserved = Reserved { key, client_id: &caller.client_id, rid, day: granted.day };
+                    let reserved =
+                        Reserved { key, client_id: &caller.client_id, rid, day: granted.day, budget: granted.budget };
                     let charge = Charge { release: true, ..Charge::kept("client_error") };
                     let _ = self.store.settle(&settle_spec(reserved, charge, &self.cfg_fingerprint, conv_part)).await;
                     return Err(walk.fail(e));
@@ -273,7 +276,8 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                 cooldown_until,
                 duration_ms: elapsed,
             };
-            let reserved = Reserved { key, client_id: &caller.client_id, rid, day: granted.day };
+            let reserved =
+                Reserved { key, client_id: &caller.client_id, rid, day: granted.day, budget: granted.budget.clone() };
             let next = match verdict {
                 Verdict::Stream(first) => {
                     walk.attempts.push(attempt("success", None));
@@ -288,6 +292,7 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                         ttl_s: settings.conversation_ttl_seconds,
                         estimator: settings.estimator,
                         started_at: t0,
+                        budget: reserved.budget,
                     };
                     return Ok(Outcome::Stream(PendingStream::new(first, finish, walk.attempts, omitted_turns)));
                 }

@@ -44,10 +44,15 @@ impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
         if !self.pool.serves(&req.model) {
             return Err(RouterError::UnknownModel { model: req.model.clone() });
         }
+        // The caller's model list, before any Redis call; fallbacks it may not use are skipped.
+        if !(req.model_from_conversation && req.conversation_id.is_some()) && !caller.allows_model(&req.model) {
+            return Err(RouterError::ModelNotAllowed { model: req.model.clone() });
+        }
         let started = self.rt.now_ms();
         let mut models = vec![req.model.clone()];
         if req.allow_fallback {
-            models.extend(self.pool.fallbacks.get(&req.model).cloned().unwrap_or_default());
+            let chain = self.pool.fallbacks.get(&req.model).cloned().unwrap_or_default();
+            models.extend(chain.into_iter().filter(|m| caller.allows_model(m)));
         }
         let request_id = self.rt.random_hex(16);
         // A conversation send that named no model uses the conversation's own, which the

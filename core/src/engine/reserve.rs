@@ -26,6 +26,8 @@ pub(super) struct Granted<'p> {
     /// The conversation's stored turns and system instruction.
     pub history: Vec<String>,
     pub system: Option<String>,
+    /// What the reservation debited from the caller's budget, for the settle to correct.
+    pub budget: Option<crate::store::BudgetSettle>,
 }
 
 /// Why no key was reserved.
@@ -56,17 +58,20 @@ impl<'a, Q: QuotaStore, U, R> Router<'a, Q, U, R> {
             // The caller's and the global rate count requests, not attempts.
             buckets: if first { buckets(self.settings, caller) } else { vec![] },
             conv,
+            budget: caller.budget(),
             candidates: offer.keys,
             model: Some(offer.model),
         };
         let answer = self.store.reserve(&spec).await.map_err(|e| Denied::Stop(e.into()))?;
         match answer {
-            Reservation::Reserved { key_id, day, history, system, model: chosen_model, .. } => {
+            Reservation::Reserved { key_id, day, history, system, model: chosen_model, est, .. } => {
                 let Some(key) = self.pool.keys.iter().find(|k| k.key_id == key_id) else {
                     let e = StoreError::Protocol(format!("reserve_v1 chose unknown key '{key_id}'"));
                     return Err(Denied::Stop(e.into()));
                 };
-                Ok(Granted { key, chosen_model, day, history, system })
+                let budget =
+                    spec.budget.as_ref().map(|b| crate::store::BudgetSettle { client: b.client.clone(), day, est });
+                Ok(Granted { key, chosen_model, day, history, system, budget })
             }
             Reservation::NoCandidates => Err(Denied::Stop(RouterError::UnknownModel { model })),
             Reservation::Refused { limit, retry_at, now, bucket } => {

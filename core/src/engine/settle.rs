@@ -42,6 +42,7 @@ pub(super) struct Reserved<'k> {
     pub client_id: &'k str,
     pub rid: String,
     pub day: i64,
+    pub budget: Option<crate::store::BudgetSettle>,
 }
 
 pub(super) fn settle_spec<'k>(
@@ -64,6 +65,7 @@ pub(super) fn settle_spec<'k>(
         cooldown: charge.cooldown,
         disable: charge.disable.map(|reason| (reason, cfg_fingerprint.to_string())),
         conv,
+        budget: r.budget,
     }
 }
 
@@ -160,6 +162,8 @@ pub struct StreamFinish {
     pub ttl_s: u64,
     pub estimator: Estimator,
     pub started_at: u64,
+    /// The caller's budget debit, corrected with the stream's real usage.
+    pub budget: Option<crate::store::BudgetSettle>,
 }
 
 impl StreamFinish {
@@ -178,7 +182,13 @@ impl StreamFinish {
             conv_settle(c, self.ttl_s, turns, usage.total, est)
         });
         let charge = Charge { usage: tally.usage, ..Charge::kept(if complete { "success" } else { "stream_cut" }) };
-        let reserved = Reserved { key: &self.key, client_id: &self.client_id, rid: self.rid.clone(), day: self.day };
+        let reserved = Reserved {
+            key: &self.key,
+            client_id: &self.client_id,
+            rid: self.rid.clone(),
+            day: self.day,
+            budget: self.budget.clone(),
+        };
         // A stream never disables a key, so the fingerprint is never written.
         settle_spec(reserved, charge, "", conv)
     }

@@ -92,6 +92,10 @@ impl Usage {
 pub struct Disabled {
     pub reason: String,
     pub at: Option<u64>,
+    /// Disabled by an operator (`/v1/admin/keys/{id}/disable`), not by Google's answer.
+    pub manual: bool,
+    /// The operator's client id, for a manual mark.
+    pub by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -147,6 +151,9 @@ pub struct Stats {
     pub models: Vec<ModelStats>,
     pub clients: Vec<ClientStats>,
     pub global: GlobalStats,
+    /// The newest admin changes (`/v1/admin/...`), newest first: `{at, by, action, target,
+    /// reason, changed}` as `admin_v1` recorded them.
+    pub audit: Vec<serde_json::Value>,
 }
 
 fn opt_ms(h: &Hash, name: &str) -> Option<u64> {
@@ -210,7 +217,12 @@ pub fn build_stats(pool: &KeyPool, layout: &Layout, raw: &Raw, fingerprint: &str
             cooldown_until,
             cooldown_reason,
             disabled: match &status {
-                KeyStatus::Disabled { reason, at } => Some(Disabled { reason: reason.clone(), at: *at }),
+                KeyStatus::Disabled { reason, at, manual } => Some(Disabled {
+                    reason: reason.clone(),
+                    at: *at,
+                    manual: *manual,
+                    by: rk.disabled.get("by").cloned(),
+                }),
                 _ => None,
             },
             totals: Totals::from_hash(&rk.stats),
@@ -263,6 +275,12 @@ pub fn build_stats(pool: &KeyPool, layout: &Layout, raw: &Raw, fingerprint: &str
         models,
         clients,
         global: GlobalStats { keys: gcounts, usage: gusage, totals: Totals::from_hash(&raw.global) },
+        // An entry that does not parse is shown as its text rather than dropped.
+        audit: raw
+            .audit
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap_or_else(|_| serde_json::Value::String(e.clone())))
+            .collect(),
     }
 }
 
@@ -304,7 +322,10 @@ pub(crate) mod tests {
         let f2 = &s.keys[1];
         assert_eq!(f2.status, "disabled");
         assert_eq!(f2.usage.rpm, Used { used: 3, limit: 10 });
-        assert_eq!(f2.disabled, Some(Disabled { reason: "400 API_KEY_INVALID".into(), at: Some(1795899400000) }));
+        assert_eq!(
+            f2.disabled,
+            Some(Disabled { reason: "400 API_KEY_INVALID".into(), at: Some(1795899400000), manual: false, by: None })
+        );
         // A disabled mark for another configuration does not count; yesterday's day count is 0.
         let f3 = &s.keys[2];
         assert_eq!(f3.status, "available");

@@ -43,6 +43,9 @@ impl Layout {
     }
 }
 
+/// How many of the newest admin audit entries `/stats` shows.
+pub const AUDIT_SHOWN: usize = 20;
+
 /// KEYS and ARGV of one `stats_v1` call, in the order the script's header documents.
 pub fn stats_call(pool: &KeyPool, layout: &Layout, window_ms: u64) -> (Vec<String>, Vec<String>) {
     let mut k = vec![keys::LAST_USED.to_string(), keys::GLOBAL_STATS.to_string()];
@@ -59,8 +62,9 @@ pub fn stats_call(pool: &KeyPool, layout: &Layout, window_ms: u64) -> (Vec<Strin
     for c in &layout.clients {
         k.push(keys::client_stats(c));
     }
+    k.push(keys::AUDIT.to_string());
     let arg = json!({"window_ms": window_ms, "groups": layout.groups.len(), "keys": pool.keys.len(),
-                     "clients": layout.clients.len()});
+                     "clients": layout.clients.len(), "audit": AUDIT_SHOWN});
     (k, vec![arg.to_string()])
 }
 
@@ -120,6 +124,9 @@ pub struct Raw {
     pub keys: Vec<RawKey>,
     #[serde(deserialize_with = "lua_hash_list")]
     pub clients: Vec<Hash>,
+    /// The newest admin audit entries (JSON objects as `admin_v1` wrote them), newest first.
+    #[serde(default, deserialize_with = "lua_list")]
+    pub audit: Vec<String>,
 }
 
 impl Raw {
@@ -246,7 +253,8 @@ pub(crate) mod tests {
                 {"dis": {}, "stats": {}}
             ],
             "clients": [hgetall(&[("requests", "7"), ("outcome:success", "5"), ("tokens_in", "40"),
-                                   ("last_used", "1795899497400")]), {}]
+                                   ("last_used", "1795899497400")]), {}],
+            "audit": [r#"{"at":1795899497000,"by":"ops","action":"disable","target":"f2","reason":"r","changed":1}"#]
         });
         json!(v.to_string())
     }
@@ -265,12 +273,13 @@ pub(crate) mod tests {
         );
         assert_eq!(layout.key_group, vec![0, 0, 1, 2]);
         let (k, a) = stats_call(&p, &layout, 61_000);
-        assert_eq!(k.len(), 2 + 4 * 3 + 2 * 4 + 1);
+        assert_eq!(k.len(), 2 + 4 * 3 + 2 * 4 + 1 + 1);
         assert!(k.iter().all(|k| k.starts_with("{llmr}:")));
         assert_eq!(k[2], "{llmr}:w:p:flash");
-        assert_eq!(k.last().unwrap(), "{llmr}:st:c:main");
+        assert_eq!(k[k.len() - 2], "{llmr}:st:c:main");
+        assert_eq!(k.last().unwrap(), "{llmr}:audit");
         let a: Value = serde_json::from_str(&a[0]).unwrap();
-        assert_eq!(a, json!({"window_ms": 61000, "groups": 3, "keys": 4, "clients": 1}));
+        assert_eq!(a, json!({"window_ms": 61000, "groups": 3, "keys": 4, "clients": 1, "audit": AUDIT_SHOWN}));
     }
 
     struct Fake {
@@ -311,6 +320,7 @@ pub(crate) mod tests {
         assert_eq!(raw.keys[1].disabled["cfg"], "fp");
         assert_eq!(raw.clients[1], Hash::new());
         assert_eq!(raw.redis_now().ms(), NOW);
+        assert_eq!(raw.audit.len(), 1);
     }
 
     fn without(path: &[&str]) -> Value {

@@ -7,6 +7,8 @@
 pub const LAST_USED: &str = "{llmr}:last";
 pub const GLOBAL_STATS: &str = "{llmr}:st:global";
 pub const GLOBAL_BUCKET: &str = "{llmr}:bucket:global";
+/// The admin audit list (`admin_v1` writes it, `stats_v1` reads its head).
+pub const AUDIT: &str = "{llmr}:audit";
 
 pub fn log(group: &str, model: &str) -> String {
     format!("{{llmr}}:w:{group}:{model}")
@@ -28,6 +30,17 @@ pub fn key_stats(key_id: &str) -> String {
 }
 pub fn client_stats(client: &str) -> String {
     format!("{{llmr}}:st:c:{client}")
+}
+/// A client's token budget: its Pacific-day hash `{day, used}`, and its rolling-minute log
+/// (ZSET rid -> ms) and tokens (HASH rid -> tokens, `_sum`).
+pub fn client_budget_day(client: &str) -> String {
+    format!("{{llmr}}:cb:d:{client}")
+}
+pub fn client_budget_log(client: &str) -> String {
+    format!("{{llmr}}:cb:w:{client}")
+}
+pub fn client_budget_tokens(client: &str) -> String {
+    format!("{{llmr}}:cb:t:{client}")
 }
 pub fn client_bucket(client: &str) -> String {
     format!("{{llmr}}:bucket:c:{client}")

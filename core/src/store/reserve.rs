@@ -33,6 +33,15 @@ pub struct ConvLock {
     pub pick_model: bool,
 }
 
+/// The caller's own token budget (CLIENTS_JSON `daily_tokens`, `tpm`), checked and debited by
+/// the reservation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetSpec {
+    pub client: String,
+    pub daily: Option<u64>,
+    pub tpm: Option<u64>,
+}
+
 pub struct ReserveSpec<'a> {
     pub rid: String,
     pub est: u64,
@@ -40,6 +49,8 @@ pub struct ReserveSpec<'a> {
     pub cfg: String,
     pub buckets: Vec<Bucket>,
     pub conv: Option<ConvLock>,
+    /// The caller's budget; `None` when the client has none.
+    pub budget: Option<BudgetSpec>,
     pub candidates: Vec<&'a KeyConfig>,
     /// The request's model; candidates of other models are skipped by the script.
     pub model: Option<String>,
@@ -56,6 +67,11 @@ pub fn reserve_keys(spec: &ReserveSpec) -> Vec<String> {
         k.push(keys::conv_meta(&c.id));
         k.push(keys::conv_turns(&c.id));
         k.push(keys::conv_lock(&c.id));
+    }
+    if let Some(b) = &spec.budget {
+        k.push(keys::client_budget_day(&b.client));
+        k.push(keys::client_budget_log(&b.client));
+        k.push(keys::client_budget_tokens(&b.client));
     }
     for c in &spec.candidates {
         k.push(keys::log(&c.quota_group, &c.model));
@@ -77,6 +93,7 @@ struct ReserveArgs<'a> {
     cfg: &'a str,
     buckets: Vec<BucketArg<'a>>,
     conv: Option<ConvArg<'a>>,
+    budget: Option<BudgetArg>,
     model: Option<&'a str>,
     cands: Vec<CandidateArg<'a>>,
 }
@@ -86,6 +103,12 @@ struct BucketArg<'a> {
     rate: u32,
     burst: u32,
     name: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+struct BudgetArg {
+    daily: Option<u64>,
+    tpm: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -125,6 +148,7 @@ impl<'a> ReserveArgs<'a> {
                 lock_ms: c.lock_ms,
                 pick_model: c.pick_model,
             }),
+            budget: spec.budget.as_ref().map(|b| BudgetArg { daily: b.daily, tpm: b.tpm }),
             model: spec.model.as_deref(),
             cands: spec
                 .candidates
@@ -181,6 +205,7 @@ mod tests {
                 lock_ms: 9,
                 pick_model: false,
             }),
+            budget: None,
             candidates: vec![k, k],
             model: Some("m".into()),
         }
@@ -223,6 +248,7 @@ mod tests {
                 "rid": "r", "est": 7, "window_ms": 60000, "cfg": "c",
                 "buckets": [{"rate": 4, "burst": 5, "name": "client"}],
                 "conv": {"owner": "x", "lock_id": "r", "lock_ms": 9, "pick_model": false},
+                "budget": null,
                 "model": "m",
                 "cands": [cand.clone(), cand],
             })
@@ -232,6 +258,15 @@ mod tests {
         s.model = None;
         let a: Value = serde_json::from_str(&reserve_call(&s).1[0]).unwrap();
         assert_eq!((&a["conv"], &a["model"]), (&Value::Null, &Value::Null));
+        // A budget adds its three keys after the conversation's and before the candidates'.
+        s.budget = Some(BudgetSpec { client: "x".into(), daily: Some(100), tpm: None });
+        let (ks, args) = reserve_call(&s);
+        assert_eq!(&ks[2..5], ["{llmr}:cb:d:x", "{llmr}:cb:w:x", "{llmr}:cb:t:x"]);
+        assert_eq!(ks[5], "{llmr}:w:g:m");
+        let a: Value = serde_json::from_str(&args[0]).unwrap();
+        assert_eq!(a["budget"], json!({"daily": 100, "tpm": null}));
+        let r = reply(r#"{"ok":0,"limit":"client_budget","retry_at":9,"now":1}"#).unwrap();
+        assert_eq!(r, Reservation::Refused { limit: LimitKind::ClientBudget, retry_at: Some(9), now: 1, bucket: None });
     }
 
     #[test]

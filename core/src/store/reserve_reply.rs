@@ -72,6 +72,8 @@ enum QuotaLimit {
     Rpd,
     Cooldown,
     Disabled,
+    /// The caller's own token budget (not a key's quota).
+    ClientBudget,
 }
 
 /// `{"ok":0,"limit":"rpm"|"tpm"|"rpd"|"cooldown"|"disabled","retry_at":ms|null,"now"}`.
@@ -209,6 +211,7 @@ impl From<ReserveReply> for Reservation {
                     QuotaLimit::Rpd => LimitKind::Rpd,
                     QuotaLimit::Cooldown => LimitKind::Cooldown,
                     QuotaLimit::Disabled => LimitKind::Disabled,
+                    QuotaLimit::ClientBudget => LimitKind::ClientBudget,
                 },
                 retry_at: r.retry_at.0,
                 now: r.now.0,

@@ -34,6 +34,18 @@ pub struct SettleSpec<'a> {
     pub disable: Option<(String, String)>,
     /// Conversation to unlock (and append `turns` to, if any).
     pub conv: Option<ConvSettle>,
+    /// The caller's budget debit to correct, when the client has a budget.
+    pub budget: Option<BudgetSettle>,
+}
+
+/// What the reservation debited from the caller's budget (`reserve_v1`'s budget block).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetSettle {
+    pub client: String,
+    /// The Pacific day the reservation debited.
+    pub day: i64,
+    /// The tokens it debited (the reservation's `est`).
+    pub est: u64,
 }
 
 pub struct ConvSettle {
@@ -67,6 +79,11 @@ pub fn settle_keys(s: &SettleSpec) -> Vec<String> {
         out.push(keys::conv_turns(&c.id));
         out.push(keys::conv_lock(&c.id));
     }
+    if let Some(b) = &s.budget {
+        out.push(keys::client_budget_day(&b.client));
+        out.push(keys::client_budget_log(&b.client));
+        out.push(keys::client_budget_tokens(&b.client));
+    }
     out
 }
 
@@ -86,6 +103,13 @@ struct SettleArgs<'a> {
     /// Only when there are turns to append: the script then only releases the lock.
     conv: Option<ConvTurnsArg<'a>>,
     lock_id: Option<&'a str>,
+    budget: Option<BudgetSettleArg>,
+}
+
+#[derive(Debug, Serialize)]
+struct BudgetSettleArg {
+    day: i64,
+    est: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,6 +158,7 @@ impl<'a> SettleArgs<'a> {
                 est: c.est,
             }),
             lock_id: s.conv.as_ref().map(|c| c.lock_id.as_str()),
+            budget: s.budget.as_ref().map(|b| BudgetSettleArg { day: b.day, est: b.est }),
         }
     }
 }
@@ -207,6 +232,7 @@ mod tests {
                 tokens: 7,
                 est: 8,
             }),
+            budget: None,
         }
     }
 
@@ -241,8 +267,16 @@ mod tests {
                 "disable": {"reason": "API_KEY_INVALID", "cfg": "cfg"},
                 "conv": {"turns": ["t1"], "ttl_s": 60, "tokens": 7, "est": 8},
                 "lock_id": "r",
+                "budget": null,
             })
         );
+        // A budget's three keys come last, after the conversation's.
+        let mut b = spec(&k);
+        b.budget = Some(BudgetSettle { client: "c".into(), day: 20785, est: 9 });
+        let (ks, args) = settle_call(&b);
+        assert_eq!(&ks[11..], ["{llmr}:cb:d:c", "{llmr}:cb:w:c", "{llmr}:cb:t:c"]);
+        let a: Value = serde_json::from_str(&args[0]).unwrap();
+        assert_eq!(a["budget"], json!({"day": 20785, "est": 9}));
         let mut s = spec(&k);
         s.cooldown = Some(CooldownSpec::UntilPacificMidnight { reason: "day".into() });
         let a: Value = serde_json::from_str(&settle_call(&s).1[0]).unwrap();

@@ -45,6 +45,13 @@ pub enum Route {
     },
     /// A conversation path whose id is malformed: never reaches Redis.
     BadConversationId,
+    /// `GET /v1/admin/keys`.
+    AdminKeys,
+    /// `POST /v1/admin/keys/{id}/disable|enable`, `POST /v1/admin/groups/{group}/clear-cooldown`.
+    AdminChange {
+        verb: crate::admin::AdminVerb,
+        target: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +128,7 @@ impl Route {
                 &[Scope::Conversations]
             }
             Route::ConvSend(_) => &[Scope::Conversations, Scope::Generate],
+            Route::AdminKeys | Route::AdminChange { .. } => &[Scope::Admin],
         }
     }
 }
@@ -187,6 +195,9 @@ pub fn route(method: &str, path: &str) -> Route {
         };
         return pick("POST", Route::Gemini { model: model.to_string(), method });
     }
+    if let Some(r) = admin_route(method, path) {
+        return r;
+    }
     if let Some(rest) = path.strip_prefix("/v1/conversations/") {
         let (id, tail) = match rest.split_once('/') {
             Some((id, tail)) => (id, Some(tail)),
@@ -207,6 +218,44 @@ pub fn route(method: &str, path: &str) -> Route {
         };
     }
     Route::NotFound
+}
+
+/// The admin routes. Any target string routes; the handler answers 404 for one not in the pool,
+/// before Redis, so a path byte never forms a Redis key.
+fn admin_route(method: &str, path: &str) -> Option<Route> {
+    use crate::admin::AdminVerb;
+    if path == "/v1/admin/keys" {
+        return Some(if method == "GET" || method == "HEAD" {
+            Route::AdminKeys
+        } else {
+            Route::MethodNotAllowed { allowed: "GET" }
+        });
+    }
+    let (target, verb) = if let Some(rest) = path.strip_prefix("/v1/admin/keys/") {
+        let (id, verb) = rest.split_once('/')?;
+        let verb = match verb {
+            "disable" => AdminVerb::Disable,
+            "enable" => AdminVerb::Enable,
+            _ => return Some(Route::NotFound),
+        };
+        (id, verb)
+    } else if let Some(rest) = path.strip_prefix("/v1/admin/groups/") {
+        let (group, verb) = rest.split_once('/')?;
+        if verb != "clear-cooldown" {
+            return Some(Route::NotFound);
+        }
+        (group, AdminVerb::ClearCooldown)
+    } else {
+        return None;
+    };
+    if target.is_empty() || target.contains('/') {
+        return Some(Route::NotFound);
+    }
+    Some(if method == "POST" {
+        Route::AdminChange { verb, target: target.to_string() }
+    } else {
+        Route::MethodNotAllowed { allowed: "POST" }
+    })
 }
 
 /// Checks a JSON request body: content type, size, UTF-8 and syntax, with a distinct code for each.
@@ -297,6 +346,32 @@ mod tests {
         assert_eq!(allow_fallback_header(Some("1")), Ok(true));
         assert_eq!(allow_fallback_header(Some("false")), Ok(false));
         assert_eq!(allow_fallback_header(Some("maybe")).unwrap_err().code(), "invalid_header");
+    }
+
+    #[test]
+    fn admin_routes_need_the_admin_scope() {
+        use crate::admin::AdminVerb;
+        assert_eq!(route("GET", "/v1/admin/keys"), Route::AdminKeys);
+        assert_eq!(route("POST", "/v1/admin/keys"), Route::MethodNotAllowed { allowed: "GET" });
+        assert_eq!(
+            route("POST", "/v1/admin/keys/k-1/disable"),
+            Route::AdminChange { verb: AdminVerb::Disable, target: "k-1".into() }
+        );
+        assert_eq!(
+            route("POST", "/v1/admin/keys/k-1/enable/"),
+            Route::AdminChange { verb: AdminVerb::Enable, target: "k-1".into() }
+        );
+        assert_eq!(
+            route("POST", "/v1/admin/groups/p/clear-cooldown"),
+            Route::AdminChange { verb: AdminVerb::ClearCooldown, target: "p".into() }
+        );
+        assert_eq!(route("GET", "/v1/admin/keys/k-1/disable"), Route::MethodNotAllowed { allowed: "POST" });
+        assert_eq!(route("POST", "/v1/admin/keys/k-1/delete"), Route::NotFound);
+        assert_eq!(route("POST", "/v1/admin/keys//disable"), Route::NotFound);
+        assert_eq!(route("POST", "/v1/admin/keys/a/b/disable"), Route::NotFound);
+        assert_eq!(route("POST", "/v1/admin/other"), Route::NotFound);
+        assert_eq!(Route::AdminKeys.scopes(), &[Scope::Admin]);
+        assert!(!Route::AdminKeys.calls_upstream());
     }
 
     #[test]

@@ -4,17 +4,21 @@
 --   KEYS[1]                 HASH  key_id -> last admission ms (tie-break and /stats last_used)
 --   next #buckets keys       HASH  token bucket {tokens, ts}, in ARGV `buckets` order (client, then global)
 --   next 3 keys if conv      HASH conversation meta, LIST conversation turns, STRING conversation lock
+--   next 3 keys if budget    HASH client day {day, used}, ZSET client minute log (rid -> ms),
+--                            HASH client minute tokens (rid -> tokens, `_sum`)
 --   next 5 keys per candidate, in ARGV order:
 --     log  ZSET  reservation id -> admission ms         (sliding log of the quota group + model)
 --     tok  HASH  reservation id -> input tokens, `_sum` (running total of the live entries)
 --     day  HASH  {day = Pacific day number, count}      (requests this Pacific day)
 --     cd   HASH  {until, reason, strikes}               (cooldown of the quota group + model)
 --     dis  HASH  {reason, cfg, at}                      (key disabled, for config fingerprint cfg)
+--                or {manual = "1", reason, by, at}       (disabled by an operator: any fingerprint)
 --
 -- ARGV[1] JSON:
 --   {"rid": reservation id, "est": estimated input tokens, "window_ms": 60000, "cfg": config fingerprint,
 --    "buckets": [{"rate": refill per minute, "burst": capacity, "name": "client"|"global"}],
 --    "conv": null | {"owner": client id, "lock_id": request id, "lock_ms": lock lease, "pick_model": bool},
+--    "budget": null | {"daily": tokens per Pacific day | null, "tpm": tokens per window | null},
 --    "cands": [{"k": key_id, "m": model, "rpm": n, "tpm": n, "rpd": n, "w": weight}],
 --    "model": the request's model (candidates of other models are skipped; null = no filter)}
 --   With conv.pick_model, the conversation's stored `model` replaces `model` when it has one.
@@ -30,6 +34,8 @@
 --      retry_at is null only when just disabled keys were left (waiting frees nothing).
 --   {"ok":0,"limit":"client_rate"|"global_rate","retry_at":ms,"now":ms,"bucket_limit":burst,
 --    "bucket_remaining":0}                           the first empty bucket, in ARGV order
+--   {"ok":0,"limit":"client_budget","retry_at":ms,"now":ms}  the caller's own token budget is used up:
+--      retry_at is the next Pacific midnight (daily) or when the window frees (tpm)
 --   {"ok":0,"limit":"too_large","now":ms}           the estimate exceeds every candidate's tpm
 --   {"ok":0,"limit":"no_candidates","model":m|null,"now":ms}  no candidate serves the chosen model
 --   {"ok":0,"conv":"not_found"|"busy","now":ms}
@@ -37,6 +43,9 @@
 -- Invariant: for every (quota group, model), the log never holds more than rpm entries admitted
 -- within any window_ms, the live token sum never exceeds tpm, and the day count never exceeds rpd.
 -- A request is refused only when admitting it would break one of those limits, or a bucket is empty.
+-- A key whose dis hash holds `manual` is never chosen, under any configuration fingerprint.
+-- A client budget's day `used` and live minute `_sum` never exceed daily / tpm through an admission
+-- (settle_v1 then replaces the estimate with the real usage).
 -- A request that is not admitted consumes no quota or bucket: its only writes are trimming entries
 -- that had already left the window, and a conversation lock it took is released before returning.
 
@@ -89,6 +98,15 @@ if spec.conv and spec.conv ~= cjson.null then
   conv.system = redis.call('HGET', conv.meta, 'system')
 end
 
+-- [budget: keys] The caller's token budget keys, read here in KEYS order, checked below.
+local budget = nil
+if spec.budget and spec.budget ~= cjson.null then
+  budget = {day = KEYS[ki], log = KEYS[ki + 1], tok = KEYS[ki + 2],
+    daily = tonumber(spec.budget.daily), tpm = tonumber(spec.budget.tpm)}
+  ki = ki + 3
+end
+-- [end budget: keys]
+
 -- A send that names no model uses the conversation's default model (or `spec.model`), chosen
 -- here so that reading the conversation costs no extra round trip. Candidates of other models
 -- are then skipped.
@@ -136,6 +154,33 @@ local function free_at(log, tok, count, rpm, sum, tpm)
   return at
 end
 
+-- [budget: check] The caller's own budget, with the same estimate as the key quota. A refusal
+-- writes nothing but the trim, and gives back a conversation lock this call took.
+if budget then
+  local refuse_at = nil
+  if budget.daily then
+    local d = redis.call('HMGET', budget.day, 'day', 'used')
+    budget.used = (tonumber(d[1]) == today) and (tonumber(d[2]) or 0) or 0
+    if budget.used + est > budget.daily then refuse_at = next_midnight end
+  end
+  if budget.tpm and not refuse_at then
+    trim(budget.log, budget.tok)
+    local sum = tonumber(redis.call('HGET', budget.tok, '_sum')) or 0
+    if sum + est > budget.tpm then
+      if est > budget.tpm then
+        refuse_at = now + window
+      else
+        refuse_at = free_at(budget.log, budget.tok, 0, 1, sum, budget.tpm)
+      end
+    end
+  end
+  if refuse_at then
+    if conv and conv.acquired then redis.call('DEL', conv.lock) end
+    return cjson.encode({ok = 0, limit = 'client_budget', retry_at = refuse_at, now = now})
+  end
+end
+-- [end budget: check]
+
 local groups = {}
 local best, best_score, best_last = nil, nil, nil
 local soonest, soonest_limit = nil, nil
@@ -156,10 +201,14 @@ for _, c in ipairs(spec.cands) do
   local other_model = c.m ~= nil and c.m ~= cjson.null and model ~= nil and model ~= cjson.null and c.m ~= model
   if est <= tpm and not other_model then too_large = false end
   local dis_cfg = (not other_model) and redis.call('HGET', dis, 'cfg')
+  -- [admin: manual disable] An operator's mark (admin_v1 `disable`) holds whatever the
+  -- configuration fingerprint, until admin_v1 `enable` deletes the hash.
+  local dis_manual = (not other_model) and redis.call('HEXISTS', dis, 'manual') == 1
+  -- [end admin: manual disable]
   if not other_model then matched = matched + 1 end
   if other_model then
     -- Not a candidate for this request's model.
-  elseif dis_cfg and dis_cfg == spec.cfg then
+  elseif dis_manual or (dis_cfg and dis_cfg == spec.cfg) then
     -- Disabled until the configuration changes: never frees by waiting.
     if soonest_limit == nil then soonest_limit = 'disabled' end
   else
@@ -219,6 +268,25 @@ else
 end
 redis.call('PEXPIREAT', best.day, next_midnight + 3600000)
 redis.call('HSET', KEYS[1], best.c.k, now)
+-- [budget: debit] The estimate now; settle_v1 replaces it with the real usage.
+if budget then
+  if budget.daily then
+    if (budget.used or 0) == 0 then
+      redis.call('HSET', budget.day, 'day', today, 'used', est)
+    else
+      redis.call('HINCRBY', budget.day, 'used', est)
+    end
+    redis.call('PEXPIREAT', budget.day, next_midnight + 3600000)
+  end
+  if budget.tpm then
+    redis.call('ZADD', budget.log, now, spec.rid)
+    redis.call('PEXPIRE', budget.log, window * 2)
+    redis.call('HSET', budget.tok, spec.rid, est)
+    redis.call('HINCRBY', budget.tok, '_sum', est)
+    redis.call('PEXPIRE', budget.tok, window * 2)
+  end
+end
+-- [end budget: debit]
 for _, b in pairs(buckets) do
   redis.call('HSET', b.key, 'tokens', tostring(b.tokens - 1), 'ts', now)
   redis.call('PEXPIRE', b.key, math.ceil(b.burst / b.rate) + 1000)
