@@ -173,3 +173,86 @@ def test_dashboard_admin_buttons_disable_and_enable_a_key_in_chromium(worker, cl
         [node, str(ROOT / "tests" / "dashboard" / "render.mjs"), "--url", worker.url, "--token", STATS_TOKEN,
          "--chromium", exe], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+# --- Client budgets and model lists ------------------------------------------------------------
+
+BUDGET_TOKEN = "tok-budget-0123456789"
+
+
+def budget_clients() -> str:
+    import hashlib
+
+    from .conftest import CLIENT_TOKENS
+
+    clients = [{"id": cid, "token_sha256": hashlib.sha256(tok.encode()).hexdigest(), "scopes": scopes,
+                "rpm": rpm, "burst": burst} for tok, (cid, scopes, rpm, burst) in CLIENT_TOKENS.items()]
+    clients.append({"id": "budgeted", "token_sha256": hashlib.sha256(BUDGET_TOKEN.encode()).hexdigest(),
+                    "scopes": ["generate"], "daily_tokens": 300, "tpm": 100000, "models": [FLASH]})
+    return json.dumps({"clients": clients}, separators=(",", ":"))
+
+
+_budget_worker = None
+
+
+def budget_worker(env):
+    global _budget_worker
+    if _budget_worker is None:
+        _budget_worker = env.start_worker(vars={"USER_RPM_DEFAULT": "100000", "USER_BURST_DEFAULT": "100000",
+                                                "CLIENTS_JSON": budget_clients()})
+    return _budget_worker
+
+
+def test_a_client_over_its_daily_token_budget_gets_429_client_budget_while_others_are_served(env, clean):
+    w = budget_worker(env)
+    b = w.as_client(BUDGET_TOKEN)
+    prompt = "Please answer briefly: what is the capital of France? " * 2
+    refused = None
+    used = 0
+    for i in range(60):
+        r = b.post(w.url + "/v1/generate", json={"prompt": f"{prompt} ({i})", "model": FLASH}, timeout=60)
+        if r.status_code == 429:
+            refused = r
+            break
+        assert r.status_code == 200, r.text
+        used += r.json()["usage"]["total"]
+    assert refused is not None, "the budget never ran out"
+    err = refused.json()["error"]
+    assert (err["code"], err["limit"]) == ("client_budget", "client_budget"), err
+    retry_after = int(refused.headers["retry-after"])
+    assert 0 < retry_after <= 25 * 3600  # the next Pacific midnight
+    # The refusal consumed no key quota: the mock saw no more requests, and the windows hold
+    # only the admitted ones.
+    before = clean.mock_stats()["total_requests"]
+    r = b.post(w.url + "/v1/generate", json={"prompt": prompt, "model": FLASH}, timeout=60)
+    assert r.status_code == 429 and clean.mock_stats()["total_requests"] == before
+    live = sum(int(clean.redis_cmd("ZCARD", f"{{llmr}}:w:{k}:{FLASH}")) for k in FLASH_KEYS)
+    assert live == i
+    # Others are served.
+    assert w.generate("What is 2+2?").status_code == 200
+    # /stats and /metrics show the use against the budget.
+    s = w.get("/stats").json()
+    c = next(c for c in s["clients"] if c["client_id"] == "budgeted")
+    assert c["budget"]["daily_tokens"] == {"used": used, "limit": 300}, c
+    assert c["budget"]["tpm"]["limit"] == 100000
+    assert next(c for c in s["clients"] if c["client_id"] == "main")["budget"] is None
+    m = w.get("/metrics").text
+    assert f'llmr_client_budget_used_tokens{{client="budgeted",window="day"}} {used}' in m
+    assert 'llmr_client_budget_limit_tokens{client="budgeted",window="day"} 300' in m
+
+
+def test_a_disallowed_model_is_403_before_any_redis_call(env, clean):
+    w = budget_worker(env)
+    b = w.as_client(BUDGET_TOKEN)
+    b.post(w.url + "/v1/generate", json={"prompt": "warm", "model": FLASH}, timeout=60)
+    clean.rest_stats_reset()
+    r = b.post(w.url + "/v1/generate", json={"prompt": "hi", "model": "gemini-2.5-pro"}, timeout=60)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed", r.text
+    r = b.post(w.url + "/v1/chat/completions", json={"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "hi"}]},
+               timeout=60)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed", r.text
+    assert clean.rest_stats()["http_requests"] == 0
+    # A budgeted request still costs exactly one round trip before and one after the call.
+    r = b.post(w.url + "/v1/generate", json={"prompt": "What is 2+2?", "model": FLASH}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert clean.rest_stats()["http_requests"] == 2

@@ -227,13 +227,21 @@ def dumps(v) -> str:
     return json.dumps(v, separators=(",", ":"))
 
 
-def reserve_call(rid, est, cands, window_ms=60000, cfg="cfg-1", buckets=(), conv: ConvLock | None = None):
-    """Mirror of `store::reserve_call`."""
+def k_budget(client):
+    """The client budget's day hash, minute log and minute tokens (`keys::client_budget_*`)."""
+    return [f"{{llmr}}:cb:d:{client}", f"{{llmr}}:cb:w:{client}", f"{{llmr}}:cb:t:{client}"]
+
+
+def reserve_call(rid, est, cands, window_ms=60000, cfg="cfg-1", buckets=(), conv: ConvLock | None = None,
+                 budget=None):
+    """Mirror of `store::reserve_call`. budget: (client, daily | None, tpm | None)."""
     k = [LAST_USED]
     for b in buckets:
         k.append(b.key)
     if conv is not None:
         k += [k_conv_meta(conv.id), k_conv_turns(conv.id), k_conv_lock(conv.id)]
+    if budget is not None:
+        k += k_budget(budget[0])
     for c in cands:
         k += [
             k_log(c.quota_group, c.model),
@@ -249,13 +257,14 @@ def reserve_call(rid, est, cands, window_ms=60000, cfg="cfg-1", buckets=(), conv
         "cfg": cfg,
         "buckets": [{"rate": b.rate_per_min, "burst": b.burst, "name": b.name} for b in buckets],
         "conv": None if conv is None else {"owner": conv.owner, "lock_id": conv.lock_id, "lock_ms": conv.lock_ms},
+        "budget": None if budget is None else {"daily": budget[1], "tpm": budget[2]},
         "cands": [{"k": c.key_id, "rpm": c.rpm, "tpm": c.tpm, "rpd": c.rpd, "w": float(c.weight)} for c in cands],
     }
     return k, [dumps(arg)]
 
 
 def settle_call(key: Key, rid, day, outcome="success", release=False, input=None, output=0, thoughts=0,
-                cooldown=None, disable=None, conv: ConvSettle | None = None, client="c1"):
+                cooldown=None, disable=None, conv: ConvSettle | None = None, client="c1", budget=None):
     """Mirror of `store::settle_call`. cooldown: ("delay", ms, reason) | ("day", reason) | ("unknown", reason);
     disable: (reason, cfg)."""
     keys = [
@@ -270,6 +279,8 @@ def settle_call(key: Key, rid, day, outcome="success", release=False, input=None
     ]
     if conv is not None:
         keys += [k_conv_meta(conv.id), k_conv_turns(conv.id), k_conv_lock(conv.id)]
+    if budget is not None:  # (client, day, est)
+        keys += k_budget(budget[0])
     cd = None
     if cooldown is not None:
         if cooldown[0] == "delay":
@@ -291,6 +302,7 @@ def settle_call(key: Key, rid, day, outcome="success", release=False, input=None
         "disable": None if disable is None else {"reason": disable[0], "cfg": disable[1]},
         "conv": None if conv is None or not conv.turns else {"turns": conv.turns, "ttl_s": conv.ttl_s, "tokens": conv.tokens, "est": conv.est},
         "lock_id": None if conv is None else conv.lock_id,
+        "budget": None if budget is None else {"day": budget[1], "est": budget[2]},
     }
     return keys, [dumps(arg)]
 
@@ -736,6 +748,42 @@ def test_clear_cooldown_removes_every_model_of_the_group_and_the_audit_is_capped
     for i in range(5):
         admin(rest, "enable", "a", [k_disabled("a")], cap=3, reason=str(i))
     assert [json.loads(e)["reason"] for e in rest("LRANGE", AUDIT, 0, -1)] == ["4", "3", "2"]
+
+
+# --------------------------------------------------------------------------- client budgets (issue 14)
+
+
+def test_daily_budget_refuses_until_pacific_midnight_and_consumes_no_key_quota(rest):
+    a = Key("a")
+    r = reserve(rest, "b1", 60, [a], budget=("cl", 100, None))
+    assert r["ok"] == 1
+    assert rest.hgetall(k_budget("cl")[0])["used"] == "60"
+    # Real usage 20 in + 5 out replaces the 60 reserved.
+    settle(rest, a, "b1", r["day"], input=20, output=5, budget=("cl", r["day"], 60))
+    assert rest.hgetall(k_budget("cl")[0])["used"] == "25"
+    r2 = reserve(rest, "b2", 76, [a], budget=("cl", 100, None))
+    _, next_mid = py_pacific(r2["now"])
+    assert r2 == {"ok": 0, "limit": "client_budget", "retry_at": next_mid, "now": r2["now"]}
+    assert rest("ZCARD", k_log("a", MODEL)) == 1  # only b1
+    # Another client, or the same one within budget, is served.
+    assert reserve(rest, "b3", 76, [a], budget=("other", 100, None))["ok"] == 1
+    assert reserve(rest, "b4", 75, [a], budget=("cl", 100, None))["ok"] == 1
+    # A failed attempt gives its estimate back.
+    r5 = reserve(rest, "b5", 1, [a], budget=("other", 100, None))
+    settle(rest, a, "b5", r5["day"], outcome="rate_limited", budget=("other", r5["day"], 1))
+    assert rest.hgetall(k_budget("other")[0])["used"] == "76"
+
+
+def test_tpm_budget_frees_when_the_window_does(rest):
+    a = Key("a")
+    r1 = reserve(rest, "t1", 40, [a], budget=("cl", None, 50))
+    assert r1["ok"] == 1
+    r2 = reserve(rest, "t2", 20, [a], budget=("cl", None, 50))
+    assert r2["limit"] == "client_budget" and r2["retry_at"] == r1["now"] + 60000
+    # Settled lower (8 tokens in all), the minute has room again.
+    settle(rest, a, "t1", r1["day"], input=5, output=3, budget=("cl", r1["day"], 40))
+    assert rest.hgetall(k_budget("cl")[2])["_sum"] == "8"
+    assert reserve(rest, "t3", 20, [a], budget=("cl", None, 50))["ok"] == 1
 
 
 def test_settle_updates_stats_counters(rest):

@@ -45,7 +45,8 @@ impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
             return Err(RouterError::UnknownModel { model: req.model.clone() });
         }
         // The caller's model list, before any Redis call; fallbacks it may not use are skipped.
-        if !(req.model_from_conversation && req.conversation_id.is_some()) && !caller.allows_model(&req.model) {
+        let model_from_conversation = req.model_from_conversation && req.conversation_id.is_some();
+        if !model_from_conversation && !caller.allows_model(&req.model) {
             return Err(RouterError::ModelNotAllowed { model: req.model.clone() });
         }
         let started = self.rt.now_ms();

@@ -26,8 +26,8 @@ pub use key_status::{FullLimit, Hash, KeyCounts, KeyState, KeyStatus, QuotaReadi
 pub use models::AvailabilityRead;
 pub use prometheus::{prometheus, METRICS_CONTENT_TYPE};
 pub use stats::{
-    build_stats, ClientStats, Disabled, GlobalStats, KeyStats, ModelStats, Stats, Totals, Usage, Used, OUTCOMES,
-    SCHEMA_VERSION,
+    add_client_budgets, build_stats, ClientBudget, ClientStats, Disabled, GlobalStats, KeyStats, ModelStats, Stats,
+    Totals, Usage, Used, OUTCOMES, SCHEMA_VERSION,
 };
 pub use stats_v1::{parse_stats, read_stats, stats_call, Layout, Raw, RawGroup, RawKey, STATS};
 

@@ -63,6 +63,11 @@ pub fn stats_call(pool: &KeyPool, layout: &Layout, window_ms: u64) -> (Vec<Strin
         k.push(keys::client_stats(c));
     }
     k.push(keys::AUDIT.to_string());
+    for c in &layout.clients {
+        k.push(keys::client_budget_day(c));
+        k.push(keys::client_budget_log(c));
+        k.push(keys::client_budget_tokens(c));
+    }
     let arg = json!({"window_ms": window_ms, "groups": layout.groups.len(), "keys": pool.keys.len(),
                      "clients": layout.clients.len(), "audit": AUDIT_SHOWN});
     (k, vec![arg.to_string()])
@@ -127,6 +132,20 @@ pub struct Raw {
     /// The newest admin audit entries (JSON objects as `admin_v1` wrote them), newest first.
     #[serde(default, deserialize_with = "lua_list")]
     pub audit: Vec<String>,
+    /// Each client's budget use, in `clients` order.
+    #[serde(default, deserialize_with = "lua_list")]
+    pub budgets: Vec<RawBudget>,
+}
+
+/// A client's budget use: the day hash and the live tokens of its rolling minute.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct RawBudget {
+    #[serde(deserialize_with = "opt_int")]
+    pub day: Option<i64>,
+    #[serde(deserialize_with = "whole")]
+    pub used: u64,
+    #[serde(deserialize_with = "whole")]
+    pub minute: u64,
 }
 
 impl Raw {
@@ -254,7 +273,8 @@ pub(crate) mod tests {
             ],
             "clients": [hgetall(&[("requests", "7"), ("outcome:success", "5"), ("tokens_in", "40"),
                                    ("last_used", "1795899497400")]), {}],
-            "audit": [r#"{"at":1795899497000,"by":"ops","action":"disable","target":"f2","reason":"r","changed":1}"#]
+            "audit": [r#"{"at":1795899497000,"by":"ops","action":"disable","target":"f2","reason":"r","changed":1}"#],
+            "budgets": [{"day": 20785, "used": 500, "minute": 30}, {"day": 20784, "used": 9, "minute": 0}]
         });
         json!(v.to_string())
     }
@@ -273,11 +293,12 @@ pub(crate) mod tests {
         );
         assert_eq!(layout.key_group, vec![0, 0, 1, 2]);
         let (k, a) = stats_call(&p, &layout, 61_000);
-        assert_eq!(k.len(), 2 + 4 * 3 + 2 * 4 + 1 + 1);
+        assert_eq!(k.len(), 2 + 4 * 3 + 2 * 4 + 1 + 1 + 3);
         assert!(k.iter().all(|k| k.starts_with("{llmr}:")));
         assert_eq!(k[2], "{llmr}:w:p:flash");
-        assert_eq!(k[k.len() - 2], "{llmr}:st:c:main");
-        assert_eq!(k.last().unwrap(), "{llmr}:audit");
+        assert_eq!(k[k.len() - 5], "{llmr}:st:c:main");
+        assert_eq!(k[k.len() - 4], "{llmr}:audit");
+        assert_eq!(k.last().unwrap(), "{llmr}:cb:t:main");
         let a: Value = serde_json::from_str(&a[0]).unwrap();
         assert_eq!(a, json!({"window_ms": 61000, "groups": 3, "keys": 4, "clients": 1, "audit": AUDIT_SHOWN}));
     }

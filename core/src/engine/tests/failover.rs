@@ -230,3 +230,19 @@ fn a_prompt_larger_than_every_key_tpm_is_refused() {
     assert_eq!(f.error, RouterError::PromptTooLarge { estimate: 300_000 });
     assert!(w.upstream.calls().is_empty());
 }
+
+#[test]
+fn a_model_outside_the_callers_list_is_403_before_any_redis_call_and_fallbacks_it_may_not_use_are_skipped() {
+    let w = World::new([]);
+    let limited = Caller { models: Some(vec![FLASH.into()]), ..caller() };
+    let f = block_on(w.router().generate(&req(PRO, "hello"), &limited)).unwrap_err();
+    assert_eq!(f.error, RouterError::ModelNotAllowed { model: PRO.into() });
+    assert_eq!((f.error.status(), f.error.code()), (403, "model_not_allowed"));
+    assert!(w.store.reserves().is_empty() && w.keys_called().is_empty());
+    // Allowed: it is served; a budget-less caller sends no budget.
+    let w = World::new([ok("hi")]);
+    assert!(block_on(w.router().generate(&req(FLASH, "hello"), &limited)).is_ok());
+    assert_eq!(limited.budget(), None);
+    let budgeted = Caller { daily_tokens: Some(10), ..caller() };
+    assert_eq!(budgeted.budget().map(|b| (b.daily, b.tpm)), Some((Some(10), None)));
+}

@@ -10,6 +10,8 @@
 --   then 2 keys per key, in ARGV `keys` order: dis HASH {reason, cfg, at}, kstat HASH counters
 --   then 1 key per client, in ARGV `clients` order: cstat HASH counters
 --   then (admin) 1 key: audit LIST of admin_v1 entries, newest first
+--   then (budget) 3 keys per client, in ARGV `clients` order: budget day HASH {day, used},
+--     minute log ZSET (rid -> ms), minute tokens HASH (rid -> tokens, `_sum`)
 --
 -- ARGV[1] JSON: {"window_ms": n, "groups": n, "keys": n, "clients": n, "audit": entries to read}
 --
@@ -21,7 +23,8 @@
 --                "day": stored day number | null, "day_count": n, "cd": [field, value, ...]}],
 --    "keys": [{"dis": [field, value, ...], "stats": [field, value, ...]}],
 --    "clients": [[field, value, ...]],
---    "audit": [admin_v1 entry JSON, ...]}          the newest `audit` entries, newest first
+--    "audit": [admin_v1 entry JSON, ...],          the newest `audit` entries, newest first
+--    "budgets": [{"day": stored day | null, "used": n, "minute": live minute tokens}]  one per client
 -- Hash contents come back as flat HGETALL lists of strings. cjson encodes an empty table as {}, so
 -- an empty hash, and `groups`/`keys`/`clients` when ARGV asks for none, arrive as {} too.
 --
@@ -71,5 +74,20 @@ end
 local audit_n = tonumber(spec.audit) or 0
 out.audit = (audit_n > 0) and redis.call('LRANGE', KEYS[ki], 0, audit_n - 1) or {}
 -- [end admin: audit]
+ki = ki + 1
+
+-- [budget: read] Each client's budget use: today's tokens and the live minute's.
+out.budgets = {}
+for i = 1, tonumber(spec.clients) do
+  local bday, blog, btok = KEYS[ki], KEYS[ki + 1], KEYS[ki + 2]
+  ki = ki + 3
+  local d = redis.call('HMGET', bday, 'day', 'used')
+  local minute = 0
+  for _, rid in ipairs(redis.call('ZRANGEBYSCORE', blog, cutoff, '+inf')) do
+    minute = minute + (tonumber(redis.call('HGET', btok, rid)) or 0)
+  end
+  out.budgets[i] = {day = tonumber(d[1]) or cjson.null, used = tonumber(d[2]) or 0, minute = minute}
+end
+-- [end budget: read]
 
 return cjson.encode(out)
