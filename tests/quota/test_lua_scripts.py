@@ -935,6 +935,30 @@ def test_weights_skew_the_choice(rest):
 # --------------------------------------------------------------------------- 9. conversations
 
 
+def test_conversation_prefers_the_group_of_its_previous_turn_when_it_has_room(rest):
+    a, b = Key("a", rpm=100), Key("b", rpm=2)
+    cid = "affa"
+    rest("HSET", k_conv_meta(cid), "owner", "alice")
+    # Without history, the usual choice: "a" has the most headroom... make "b" the idle one.
+    for i in range(3):
+        reserve(rest, f"busy{i}", 1, [a])
+    r = reserve(rest, "t1", 1, [a, b], conv=ConvLock(cid, "alice", "L1"))
+    assert r["key"] == "b"
+    settle(rest, b, "t1", r["day"], input=1, conv=ConvSettle(cid, "L1", ["u", "m"]))
+    assert rest("HGET", k_conv_meta(cid), "aff") == k_log("b", MODEL)
+    # "a" now has more headroom (97/100 vs 1/2), but the conversation stays on "b" while it has room.
+    r = reserve(rest, "t2", 1, [a, b], conv=ConvLock(cid, "alice", "L2"))
+    assert r["key"] == "b"
+    settle(rest, b, "t2", r["day"], input=1, conv=ConvSettle(cid, "L2", ["u", "m"]))
+    # "b" is full (rpm 2): the usual choice takes over, and the turn moves the affinity.
+    r = reserve(rest, "t3", 1, [a, b], conv=ConvLock(cid, "alice", "L3"))
+    assert r["key"] == "a"
+    settle(rest, a, "t3", r["day"], input=1, conv=ConvSettle(cid, "L3", ["u", "m"]))
+    assert rest("HGET", k_conv_meta(cid), "aff") == k_log("a", MODEL)
+    # Requests without the conversation are unaffected.
+    assert reserve(rest, "free", 1, [b, a])["key"] == "a"
+
+
 def test_conversation_lock_history_and_settle(rest):
     k = Key("cv", rpm=100)
     cid = "c0ffee"

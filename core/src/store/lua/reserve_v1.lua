@@ -44,6 +44,8 @@
 -- within any window_ms, the live token sum never exceeds tpm, and the day count never exceeds rpd.
 -- A request is refused only when admitting it would break one of those limits, or a bucket is empty.
 -- A key whose dis hash holds `manual` is never chosen, under any configuration fingerprint.
+-- Among candidates with room, one whose log is the conversation meta's `aff` (its previous turn's
+-- quota group + model) is chosen first.
 -- A client budget's day `used` and live minute `_sum` never exceed daily / tpm through an admission
 -- (settle_v1 then replaces the estimate with the real usage).
 -- A request that is not admitted consumes no quota or bucket: its only writes are trimming entries
@@ -96,6 +98,9 @@ if spec.conv and spec.conv ~= cjson.null then
   -- The stored history (and system instruction) is part of the prompt: reserve its estimate too.
   est = est + (tonumber(redis.call('HGET', conv.meta, 'hist_est')) or 0)
   conv.system = redis.call('HGET', conv.meta, 'system')
+  -- [affinity: read] The log key (quota group + model) of the conversation's last turn.
+  conv.aff = redis.call('HGET', conv.meta, 'aff') or nil
+  -- [end affinity: read]
 end
 
 -- [budget: keys] The caller's token budget keys, read here in KEYS order, checked below.
@@ -183,6 +188,11 @@ end
 
 local groups = {}
 local best, best_score, best_last = nil, nil, nil
+-- [affinity: choice] A candidate of the conversation's previous group (and model) that has room
+-- wins over any other, so Google's implicit prompt cache can hit; otherwise the usual choice.
+local best_pref = 0
+local aff = conv and conv.aff
+-- [end affinity: choice]
 local soonest, soonest_limit = nil, nil
 local too_large = true
 local matched = 0
@@ -236,9 +246,11 @@ for _, c in ipairs(spec.cands) do
       local w = tonumber(c.w) or 1
       local head = math.min((rpm - g.count) / rpm, (tpm - g.sum - est) / tpm, (rpd - g.dcount) / rpd) * w
       local last = last_map[c.k] or 0
-      if best == nil or head > best_score or (head == best_score and last < best_last) then
+      local pref = (aff and log == aff) and 1 or 0  -- [affinity]
+      if best == nil or pref > best_pref
+        or (pref == best_pref and (head > best_score or (head == best_score and last < best_last))) then
         best = {c = c, log = log, tok = tok, day = day, g = g}
-        best_score, best_last = head, last
+        best_score, best_last, best_pref = head, last, pref
       end
     end
   end

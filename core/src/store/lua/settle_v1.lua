@@ -22,7 +22,8 @@
 --    "disable": null | {"reason": text, "cfg": fingerprint},
 --    "conv": null | {"turns": [turn json, ...], "ttl_s": n, "tokens": n, "est": n}
 --                            -- non-null only with turns to append: append, count tokens, grow the
---                            -- history estimate (if the conversation still exists), then unlock
+--                            -- history estimate (if the conversation still exists), record the
+--                            -- turn's log key as meta `aff` (reserve_v1 prefers it), then unlock
 --    "lock_id": request id | null -- with conversation KEYS: release the lock this request holds
 --    "budget": null | {"day": Pacific day of the reservation, "est": tokens the reservation debited}
 --                            -- the client's budget: a success uses (input or est) + output + thoughts,
@@ -149,6 +150,9 @@ if #KEYS >= 11 + nbudget then
       redis.call('HINCRBY', meta, 'total_tokens', tonumber(spec.conv.tokens) or 0)
       redis.call('HINCRBY', meta, 'hist_est', tonumber(spec.conv.est) or 0)
       redis.call('HSET', meta, 'updated_at', now)
+      -- [affinity: write] The turn's quota group + model (its log key), preferred by reserve_v1.
+      redis.call('HSET', meta, 'aff', log)
+      -- [end affinity: write]
       redis.call('EXPIRE', meta, ttl)
       redis.call('EXPIRE', msgs, ttl)
     end
