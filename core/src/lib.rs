@@ -12,6 +12,7 @@ pub mod config;
 pub mod conversations;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod ids;
 pub mod log;
 pub mod observe;

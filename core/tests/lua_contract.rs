@@ -48,6 +48,7 @@ fn spec<'a>(rid: &str, est: u64, candidates: Vec<&'a KeyConfig>) -> ReserveSpec<
         buckets: vec![],
         conv: None,
         budget: None,
+        owned: vec![],
         candidates,
         model: Some("m".into()),
     }

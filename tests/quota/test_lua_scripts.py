@@ -233,7 +233,7 @@ def k_budget(client):
 
 
 def reserve_call(rid, est, cands, window_ms=60000, cfg="cfg-1", buckets=(), conv: ConvLock | None = None,
-                 budget=None):
+                 budget=None, owned=()):
     """Mirror of `store::reserve_call`. budget: (client, daily | None, tpm | None)."""
     k = [LAST_USED]
     for b in buckets:
@@ -242,6 +242,7 @@ def reserve_call(rid, est, cands, window_ms=60000, cfg="cfg-1", buckets=(), conv
         k += [k_conv_meta(conv.id), k_conv_turns(conv.id), k_conv_lock(conv.id)]
     if budget is not None:
         k += k_budget(budget[0])
+    k += ["{llmr}:res:" + n for n in owned]
     for c in cands:
         k += [
             k_log(c.quota_group, c.model),
@@ -258,6 +259,7 @@ def reserve_call(rid, est, cands, window_ms=60000, cfg="cfg-1", buckets=(), conv
         "buckets": [{"rate": b.rate_per_min, "burst": b.burst, "name": b.name} for b in buckets],
         "conv": None if conv is None else {"owner": conv.owner, "lock_id": conv.lock_id, "lock_ms": conv.lock_ms},
         "budget": None if budget is None else {"daily": budget[1], "tpm": budget[2]},
+        "owned": len(owned),
         "cands": [{"k": c.key_id, "rpm": c.rpm, "tpm": c.tpm, "rpd": c.rpd, "w": float(c.weight)} for c in cands],
     }
     return k, [dumps(arg)]
@@ -751,6 +753,19 @@ def test_clear_cooldown_removes_every_model_of_the_group_and_the_audit_is_capped
 
 
 # --------------------------------------------------------------------------- client budgets (issue 14)
+
+
+def test_a_named_file_restricts_the_choice_to_its_owner_group(rest):
+    a, b, c = Key("a", rpm=2), Key("b", rpm=100), Key("c", rpm=100)
+    rest("HSET", "{llmr}:res:files/f1", "group", "a", "key", "a", "client", "cl")
+    for i in range(2):
+        r = reserve(rest, f"f{i}", 1, [b, c, a], owned=["files/f1", "files/unknown"])
+        assert r["ok"] == 1 and r["key"] == "a"
+    # Its group is full: a 429 with the time it frees, never another project's key.
+    r = reserve(rest, "f2", 1, [b, c, a], owned=["files/f1"])
+    assert r["ok"] == 0 and r["limit"] == "rpm" and r["retry_at"] > r["now"]
+    # A file the router never saw restricts nothing.
+    assert reserve(rest, "f3", 1, [b, c, a], owned=["files/unknown"])["ok"] == 1
 
 
 def test_daily_budget_refuses_until_pacific_midnight_and_consumes_no_key_quota(rest):

@@ -37,6 +37,8 @@ pub(super) struct Plan {
     pub deadline: u64,
     /// An embedding call: its Gemini method and body, sent as is on every attempt.
     pub embed: Option<(&'static str, String)>,
+    /// Files and cached contents the request names: reserved only on their owner's group.
+    pub owned: Vec<String>,
 }
 
 impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
@@ -88,6 +90,7 @@ impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
             est,
             deadline: started + self.settings.request_deadline_ms,
             embed: None,
+            owned: crate::files::referenced(req),
         })
     }
 }

@@ -59,6 +59,7 @@ impl<'a, Q: QuotaStore, U, R> Router<'a, Q, U, R> {
             buckets: if first { buckets(self.settings, caller) } else { vec![] },
             conv,
             budget: caller.budget(),
+            owned: plan.owned.clone(),
             candidates: offer.keys,
             model: Some(offer.model),
         };

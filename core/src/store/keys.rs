@@ -42,6 +42,15 @@ pub fn client_budget_log(client: &str) -> String {
 pub fn client_budget_tokens(client: &str) -> String {
     format!("{{llmr}}:cb:t:{client}")
 }
+/// The owner record of a Files-API file or a cached content (`files/<id>`, `cachedContents/<id>`,
+/// ids checked by `files::resource_name`): HASH {group, key, client, meta}.
+pub fn resource(name: &str) -> String {
+    format!("{{llmr}}:res:{name}")
+}
+/// The resources a client created: SET of names.
+pub fn client_resources(client: &str) -> String {
+    format!("{{llmr}}:res:c:{client}")
+}
 pub fn client_bucket(client: &str) -> String {
     format!("{{llmr}}:bucket:c:{client}")
 }

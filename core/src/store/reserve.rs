@@ -51,6 +51,9 @@ pub struct ReserveSpec<'a> {
     pub conv: Option<ConvLock>,
     /// The caller's budget; `None` when the client has none.
     pub budget: Option<BudgetSpec>,
+    /// Files and cached contents the request names (`files::referenced`): the script reserves
+    /// only on keys of their owner's quota group.
+    pub owned: Vec<String>,
     pub candidates: Vec<&'a KeyConfig>,
     /// The request's model; candidates of other models are skipped by the script.
     pub model: Option<String>,
@@ -73,6 +76,7 @@ pub fn reserve_keys(spec: &ReserveSpec) -> Vec<String> {
         k.push(keys::client_budget_log(&b.client));
         k.push(keys::client_budget_tokens(&b.client));
     }
+    k.extend(spec.owned.iter().map(|n| keys::resource(n)));
     for c in &spec.candidates {
         k.push(keys::log(&c.quota_group, &c.model));
         k.push(keys::tokens(&c.quota_group, &c.model));
@@ -94,6 +98,7 @@ struct ReserveArgs<'a> {
     buckets: Vec<BucketArg<'a>>,
     conv: Option<ConvArg<'a>>,
     budget: Option<BudgetArg>,
+    owned: usize,
     model: Option<&'a str>,
     cands: Vec<CandidateArg<'a>>,
 }
@@ -149,6 +154,7 @@ impl<'a> ReserveArgs<'a> {
                 pick_model: c.pick_model,
             }),
             budget: spec.budget.as_ref().map(|b| BudgetArg { daily: b.daily, tpm: b.tpm }),
+            owned: spec.owned.len(),
             model: spec.model.as_deref(),
             cands: spec
                 .candidates
@@ -206,6 +212,7 @@ mod tests {
                 pick_model: false,
             }),
             budget: None,
+            owned: vec![],
             candidates: vec![k, k],
             model: Some("m".into()),
         }
@@ -249,6 +256,7 @@ mod tests {
                 "buckets": [{"rate": 4, "burst": 5, "name": "client"}],
                 "conv": {"owner": "x", "lock_id": "r", "lock_ms": 9, "pick_model": false},
                 "budget": null,
+                "owned": 0,
                 "model": "m",
                 "cands": [cand.clone(), cand],
             })
@@ -265,6 +273,11 @@ mod tests {
         assert_eq!(ks[5], "{llmr}:w:g:m");
         let a: Value = serde_json::from_str(&args[0]).unwrap();
         assert_eq!(a["budget"], json!({"daily": 100, "tpm": null}));
+        // Owned resources' records come after the budget's keys.
+        s.owned = vec!["files/a".into()];
+        let (ks, args) = reserve_call(&s);
+        assert_eq!(ks[5], "{llmr}:res:files/a");
+        assert_eq!(serde_json::from_str::<Value>(&args[0]).unwrap()["owned"], 1);
         let r = reply(r#"{"ok":0,"limit":"client_budget","retry_at":9,"now":1}"#).unwrap();
         assert_eq!(r, Reservation::Refused { limit: LimitKind::ClientBudget, retry_at: Some(9), now: 1, bucket: None });
     }

@@ -6,6 +6,8 @@
 --   next 3 keys if conv      HASH conversation meta, LIST conversation turns, STRING conversation lock
 --   next 3 keys if budget    HASH client day {day, used}, ZSET client minute log (rid -> ms),
 --                            HASH client minute tokens (rid -> tokens, `_sum`)
+--   next ARGV `owned` keys   HASH owner record {group, key, client, meta} of each file / cached content
+--                            the request names (absent: unknown to the router, no restriction)
 --   next 5 keys per candidate, in ARGV order:
 --     log  ZSET  reservation id -> admission ms         (sliding log of the quota group + model)
 --     tok  HASH  reservation id -> input tokens, `_sum` (running total of the live entries)
@@ -19,6 +21,7 @@
 --    "buckets": [{"rate": refill per minute, "burst": capacity, "name": "client"|"global"}],
 --    "conv": null | {"owner": client id, "lock_id": request id, "lock_ms": lock lease, "pick_model": bool},
 --    "budget": null | {"daily": tokens per Pacific day | null, "tpm": tokens per window | null},
+--    "owned": number of owner-record KEYS (files and cached contents the request names),
 --    "cands": [{"k": key_id, "m": model, "rpm": n, "tpm": n, "rpd": n, "w": weight}],
 --    "model": the request's model (candidates of other models are skipped; null = no filter)}
 --   With conv.pick_model, the conversation's stored `model` replaces `model` when it has one.
@@ -44,6 +47,8 @@
 -- within any window_ms, the live token sum never exceeds tpm, and the day count never exceeds rpd.
 -- A request is refused only when admitting it would break one of those limits, or a bucket is empty.
 -- A key whose dis hash holds `manual` is never chosen, under any configuration fingerprint.
+-- When an owner record names a quota group, only that group's candidates are considered (the first
+-- record found decides), so a file or cached content never goes to another project's key.
 -- Among candidates with room, one whose log is the conversation meta's `aff` (its previous turn's
 -- quota group + model) is chosen first.
 -- A client budget's day `used` and live minute `_sum` never exceed daily / tpm through an admission
@@ -111,6 +116,15 @@ if spec.budget and spec.budget ~= cjson.null then
   ki = ki + 3
 end
 -- [end budget: keys]
+
+-- [files: owners] The quota group owning the files / cached contents the request names.
+local owner_prefix = nil
+for _ = 1, (tonumber(spec.owned) or 0) do
+  local g = redis.call('HGET', KEYS[ki], 'group')
+  ki = ki + 1
+  if g and not owner_prefix then owner_prefix = '{llmr}:w:' .. g .. ':' end
+end
+-- [end files: owners]
 
 -- A send that names no model uses the conversation's default model (or `spec.model`), chosen
 -- here so that reading the conversation costs no extra round trip. Candidates of other models
@@ -209,6 +223,9 @@ for _, c in ipairs(spec.cands) do
   ki = ki + 5
   local rpm, tpm, rpd = tonumber(c.rpm), tonumber(c.tpm), tonumber(c.rpd)
   local other_model = c.m ~= nil and c.m ~= cjson.null and model ~= nil and model ~= cjson.null and c.m ~= model
+  -- [files: owners] Another project's key cannot see the request's files: skip it.
+  if owner_prefix and string.sub(log, 1, #owner_prefix) ~= owner_prefix then other_model = true end
+  -- [end files: owners]
   if est <= tpm and not other_model then too_large = false end
   local dis_cfg = (not other_model) and redis.call('HGET', dis, 'cfg')
   -- [admin: manual disable] An operator's mark (admin_v1 `disable`) holds whatever the
