@@ -5,6 +5,7 @@
 mod admin;
 mod conversations;
 mod embeddings;
+mod files;
 mod models;
 mod observe;
 
@@ -68,6 +69,14 @@ pub(crate) async fn dispatch(req: &mut Request, wctx: &Context, st: &State, rout
         Route::ConvDelete(id) => conversations::delete(&cx()?, id).await,
         Route::ConvMessages(id) => conversations::messages(req, &cx()?, id).await,
         Route::ConvList => conversations::list(req, &cx()?).await,
+        Route::FileUpload => {
+            let cx = cx()?;
+            files::upload(req, &cx).await
+        }
+        Route::Resource { kind, id, method } => {
+            let cx = cx()?;
+            files::resource(req, &cx, *kind, id.as_deref(), *method).await
+        }
         Route::AdminKeys => admin::keys(&cx()?).await,
         Route::AdminChange { verb, target } => {
             let cx = cx()?;

@@ -256,3 +256,130 @@ def test_a_disallowed_model_is_403_before_any_redis_call(env, clean):
     r = b.post(w.url + "/v1/generate", json={"prompt": "What is 2+2?", "model": FLASH}, timeout=60)
     assert r.status_code == 200, r.text
     assert clean.rest_stats()["http_requests"] == 2
+
+
+# --- Files and cached contents with project affinity -------------------------------------------
+
+THREE_GROUPS = {"keys": [
+    {"key_id": f"flash-g{i}", "model_name": FLASH, "provider": "gemini", "rpm": 4, "tpm": 1000000, "rpd": 1000,
+     "active": True, "quota_group": f"proj-{i}"} for i in range(3)]}
+
+_files_worker = None
+
+
+def files_worker(env):
+    global _files_worker
+    if _files_worker is None:
+        _files_worker = env.start_worker(keys=THREE_GROUPS, vars={"USER_RPM_DEFAULT": "100000",
+                                                                  "USER_BURST_DEFAULT": "100000"})
+    env.mock_reset(THREE_GROUPS)
+    return _files_worker
+
+
+def genai_client(w, token=MAIN):
+    from google import genai
+    from google.genai import types
+    return genai.Client(api_key=token, http_options=types.HttpOptions(base_url=w.url))
+
+
+def test_a_file_uploaded_with_google_genai_is_always_routed_to_its_owner_group_under_a_burst(env, clean):
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    w = files_worker(env)
+    client = genai_client(w)
+    f = client.files.upload(file=io.BytesIO(b"The meeting is on Tuesday at 10."),
+                            config={"mime_type": "text/plain", "display_name": "notes"})
+    assert f.name.startswith("files/") and f.display_name == "notes", f
+    rec = clean.redis_cmd("HGETALL", "{llmr}:res:" + f.name)
+    rec = dict(zip(rec[::2], rec[1::2]))
+    owner_group, owner_key = rec["group"], rec["key"]
+    assert rec["client"] == "main" and owner_key == "flash-g" + owner_group[-1]
+    assert 0 < int(clean.redis_cmd("TTL", "{llmr}:res:" + f.name)) <= 48 * 3600
+    # The SDK's own generate_content with the File object.
+    r = client.models.generate_content(model=FLASH, contents=[f, "When is the meeting?"])
+    assert r.text
+    body = {"contents": [{"role": "user", "parts": [{"text": "When is the meeting?"},
+                                                    {"fileData": {"mimeType": "text/plain", "fileUri": f.uri}}]}]}
+
+    def one(i):
+        return requests.post(f"{w.url}/v1beta/models/{FLASH}:generateContent", json=body,
+                             headers={"x-goog-api-key": MAIN}, timeout=60)
+
+    # A burst of 12 across a 3-group pool (4 rpm per group): the owner's group serves what it
+    # can (3 more this minute), the rest wait for it: 429 with when it frees, never a 403.
+    with ThreadPoolExecutor(12) as ex:
+        answers = list(ex.map(one, range(12)))
+    ok = [a for a in answers if a.status_code == 200]
+    assert {a.headers["x-router-key-id"] for a in ok} == {owner_key}
+    assert len(ok) == 3, [a.status_code for a in answers]
+    for a in answers:
+        if a.status_code != 200:
+            assert a.status_code == 429, a.text
+            assert int(a.headers["retry-after"]) >= 1
+    st = clean.mock_stats()
+    for label, k in st["keys"].items():
+        if label != owner_key:
+            assert k["requests"] == 0, (label, k)
+    assert st["groups"][owner_group]["errors"] == 0, st["groups"]
+
+
+def test_files_get_list_delete_belong_to_the_creating_client_and_multipart_uploads_work(env, clean):
+    import requests
+
+    w = files_worker(env)
+    client = genai_client(w)
+    import io
+    f = client.files.upload(file=io.BytesIO(b"abc"), config={"mime_type": "text/plain"})
+    assert client.files.get(name=f.name).name == f.name
+    # Multipart, as the REST API documents it.
+    boundary = "xyzzy"
+    mp = (f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n"
+          '{"file": {"displayName": "mp"}}\r\n'
+          f"--{boundary}\r\nContent-Type: text/plain\r\n\r\nhello\r\n--{boundary}--\r\n").encode()
+    r = requests.post(w.url + "/upload/v1beta/files", data=mp, timeout=30,
+                      headers={"x-goog-api-key": MAIN, "X-Goog-Upload-Protocol": "multipart",
+                               "Content-Type": f"multipart/related; boundary={boundary}"})
+    assert r.status_code == 200, r.text
+    mp_name = r.json()["file"]["name"]
+    names = sorted(x.name for x in client.files.list())
+    assert names == sorted([f.name, mp_name])
+    # Another client sees none of them.
+    other = genai_client(w, OTHER)
+    assert list(other.files.list()) == []
+    r = requests.get(f"{w.url}/v1beta/{f.name}", headers={"x-goog-api-key": OTHER}, timeout=30)
+    assert r.status_code == 404, r.text
+    client.files.delete(name=f.name)
+    assert [x.name for x in client.files.list()] == [mp_name]
+    assert clean.redis_cmd("EXISTS", "{llmr}:res:" + f.name) == 0
+
+
+def test_a_cached_content_is_created_with_its_files_owner_and_routed_there(env, clean):
+    import io
+
+    import requests
+
+    w = files_worker(env)
+    client = genai_client(w)
+    f = client.files.upload(file=io.BytesIO(b"long context"), config={"mime_type": "text/plain"})
+    owner = clean.redis_cmd("HGET", "{llmr}:res:" + f.name, "group")
+    r = requests.post(w.url + "/v1beta/cachedContents", timeout=30, headers={"x-goog-api-key": MAIN},
+                      json={"model": f"models/{FLASH}", "ttl": "600s",
+                            "contents": [{"role": "user", "parts": [{"fileData": {"fileUri": f.uri, "mimeType": "text/plain"}}]}]})
+    assert r.status_code == 200, r.text
+    name = r.json()["name"]
+    assert clean.redis_cmd("HGET", "{llmr}:res:" + name, "group") == owner
+    assert 0 < int(clean.redis_cmd("TTL", "{llmr}:res:" + name)) <= 600
+    for i in range(3):
+        g = requests.post(f"{w.url}/v1beta/models/{FLASH}:generateContent", timeout=60, headers={"x-goog-api-key": MAIN},
+                          json={"cachedContent": name, "contents": [{"role": "user", "parts": [{"text": f"q{i}"}]}]})
+        assert g.status_code == 200, g.text
+        assert g.headers["x-router-key-id"] == "flash-g" + owner[-1]
+    # Naming a file adds no Redis round trip: reserve and settle only.
+    clean.rest_stats_reset()
+    g = requests.post(f"{w.url}/v1beta/models/{FLASH}:generateContent", timeout=60, headers={"x-goog-api-key": MAIN},
+                      json={"contents": [{"role": "user", "parts": [{"text": "x"}, {"fileData": {"fileUri": f.uri}}]}]})
+    assert g.status_code in (200, 429), g.text
+    assert clean.rest_stats()["http_requests"] == (2 if g.status_code == 200 else 1)
