@@ -151,6 +151,32 @@ pub fn forget_commands(name: &str, client: &str) -> Vec<Vec<String>> {
     vec![vec!["DEL".into(), keys::resource(name)], vec!["SREM".into(), keys::client_resources(client), name.into()]]
 }
 
+/// How long a resumable upload session may take.
+pub const UPLOAD_SESSION_TTL_S: u64 = 24 * 3600;
+
+/// Whether `s` is a session id the router made (32 lowercase hex digits): only those form a key.
+pub fn valid_session_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The commands that open a resumable upload session.
+pub fn session_commands(id: &str, key_id: &str, upstream_id: &str, client: &str) -> Vec<Vec<String>> {
+    let k = keys::upload_session(id);
+    vec![
+        vec![
+            "HSET".into(),
+            k.clone(),
+            "key".into(),
+            key_id.into(),
+            "up".into(),
+            upstream_id.into(),
+            "client".into(),
+            client.into(),
+        ],
+        vec!["EXPIRE".into(), k, UPLOAD_SESSION_TTL_S.to_string()],
+    ]
+}
+
 /// A cached content's TTL in seconds from its create request (`ttl: "300s"`, or an
 /// `expireTime` we cannot parse here: the default), at least 60 s.
 pub fn cache_ttl_s(body: &Value) -> u64 {
@@ -194,6 +220,14 @@ mod tests {
         req.contents = body["contents"].as_array().unwrap().clone();
         req.passthrough.insert("cachedContent".into(), json!("cachedContents/c1"));
         assert_eq!(referenced(&req), ["cachedContents/c1", "files/a", "files/b"]);
+    }
+
+    #[test]
+    fn upload_sessions() {
+        assert!(valid_session_id(&"a1".repeat(16)));
+        assert!(!valid_session_id("A1") && !valid_session_id(&"g".repeat(32)));
+        let c = session_commands("ab", "k", "up-1", "cl");
+        assert_eq!(c[0], ["HSET", "{llmr}:upl:ab", "key", "k", "up", "up-1", "client", "cl"]);
     }
 
     #[test]

@@ -4,14 +4,16 @@
 //! generate request that names it (through `reserve_v1`), go to that group only.
 
 use super::Ctx;
-use crate::fetch::WorkerRuntime;
+use crate::fetch::{FetchTransport, WorkerRuntime};
 use crate::respond::{self, Answer};
+use crate::state::State;
 use llm_key_router_core::config::KeyConfig;
 use llm_key_router_core::engine::Runtime;
 use llm_key_router_core::error::RouterError;
 use llm_key_router_core::files::{self, Kind, Owner};
 use llm_key_router_core::observe::key_status::hash_from_value;
 use llm_key_router_core::store::keys;
+use llm_key_router_core::store::upstash::Upstash;
 use llm_key_router_core::wire::api::ResourceMethod;
 use serde_json::{json, Value};
 use worker::{js_sys, Fetch, Headers, Method, Request, RequestInit};
@@ -94,34 +96,45 @@ fn relay(up: &Upstream, extra: &[(&str, String)]) -> Answer {
     Ok((r, status))
 }
 
-async fn record(cx: &Ctx<'_>, name: &str, key: &KeyConfig, meta: Value, ttl_s: u64) -> Result<(), RouterError> {
-    let owner =
-        Owner { group: key.quota_group.clone(), key_id: key.key_id.clone(), client: cx.caller.client_id.clone(), meta };
-    for r in cx.store.multi_exec(&files::record_commands(name, &owner, ttl_s)).await? {
+async fn record(
+    store: &Upstash<FetchTransport>,
+    client: &str,
+    name: &str,
+    key: &KeyConfig,
+    meta: Value,
+    ttl_s: u64,
+) -> Result<(), RouterError> {
+    let owner = Owner { group: key.quota_group.clone(), key_id: key.key_id.clone(), client: client.to_string(), meta };
+    for r in store.multi_exec(&files::record_commands(name, &owner, ttl_s)).await? {
         r?;
     }
     Ok(())
 }
 
 /// Records a file from an upload's final answer `{"file": {...}}`.
-async fn record_file(cx: &Ctx<'_>, up: &Upstream, key: &KeyConfig) -> Result<(), RouterError> {
+async fn record_file(
+    store: &Upstash<FetchTransport>,
+    client: &str,
+    up: &Upstream,
+    key: &KeyConfig,
+) -> Result<(), RouterError> {
     if up.status != 200 {
         return Ok(());
     }
     let v: Value = serde_json::from_str(&up.body).unwrap_or(Value::Null);
     let file = v.get("file").cloned().unwrap_or(Value::Null);
-    if let Some(name) =
-        file["name"].as_str().and_then(|n| n.strip_prefix("files/")).and_then(|id| files::resource_name(Kind::File, id))
-    {
-        record(cx, &name, key, file, files::FILE_TTL_S).await?;
+    let name = file["name"]
+        .as_str()
+        .and_then(|n| n.strip_prefix("files/"))
+        .and_then(|id| files::resource_name(Kind::File, id));
+    if let Some(name) = name {
+        record(store, client, &name, key, file, files::FILE_TTL_S).await?;
     }
     Ok(())
 }
 
-/// `POST /upload/v1beta/files`.
-pub(super) async fn upload(req: &mut Request, cx: &Ctx<'_>) -> Answer {
-    let url = req.url().map_err(internal)?;
-    let base = &cx.settings.gemini_base_url;
+/// The upload protocol's headers and the body, size-checked.
+async fn upload_parts(req: &mut Request, max: usize) -> Result<(Vec<(String, String)>, Vec<u8>), RouterError> {
     let mut headers: Vec<(String, String)> = Vec::new();
     for h in UPLOAD_HEADERS {
         if let Ok(Some(v)) = req.headers().get(h) {
@@ -129,24 +142,60 @@ pub(super) async fn upload(req: &mut Request, cx: &Ctx<'_>) -> Answer {
         }
     }
     if let Some(len) = req.headers().get("content-length").ok().flatten().and_then(|l| l.parse::<usize>().ok()) {
-        if len > cx.settings.max_body_bytes {
-            return Err(RouterError::PayloadTooLarge { limit: cx.settings.max_body_bytes });
+        if len > max {
+            return Err(RouterError::PayloadTooLarge { limit: max });
         }
     }
     let body = req.bytes().await.map_err(|_| RouterError::bad_request("invalid_body", "could not read body"))?;
-    let upload_id = url.query_pairs().find(|(k, _)| k == "upload_id").map(|(_, v)| v.into_owned());
-    if let Some(upload_id) = upload_id {
-        // The data of a resumable upload: `{key_id}~{Google's upload id}`, sent with that key.
-        let (key_id, up_id) = upload_id.split_once('~').ok_or_else(not_found_upload)?;
-        let key = usable(cx, None).into_iter().find(|k| k.key_id == key_id).ok_or_else(not_found_upload)?;
-        let target = format!("{base}/upload/v1beta/files?upload_id={up_id}&upload_protocol=resumable");
-        let up = forward(Method::Post, &target, secret(cx, key), &headers, Some(body)).await?;
-        let finalized = up.headers.get("x-goog-upload-status").ok().flatten().as_deref() == Some("final");
-        if finalized {
-            record_file(cx, &up, key).await?;
-        }
-        return relay(&up, &[]);
+    Ok((headers, body))
+}
+
+/// The session id of a resumable upload's data request (`?upload_id=`), if it is one.
+pub(super) fn upload_session_id(req: &Request) -> Option<String> {
+    let url = req.url().ok()?;
+    let id = url.query_pairs().find(|(k, _)| k == "upload_id").map(|(_, v)| v.into_owned());
+    id
+}
+
+/// The data of a resumable upload. google-genai sends it with no credential (Google's upload
+/// URL carries its own), so the session the start opened authorizes it: its key sends the
+/// data, and its client owns the file.
+pub(super) async fn upload_data(req: &mut Request, st: &State, session: &str) -> Answer {
+    let settings = st.settings.as_ref().map_err(|e| RouterError::ConfigInvalid { errors: e.clone() })?;
+    let pool = st.pool.as_ref().map_err(|e| RouterError::ConfigInvalid { errors: e.clone() })?;
+    if !settings.enabled {
+        return Err(RouterError::RouterDisabled);
     }
+    if !files::valid_session_id(session) {
+        return Err(not_found_upload());
+    }
+    let store = Upstash::new(super::upstash(st, 5_000)?);
+    let v = store.command(&["HGETALL".into(), keys::upload_session(session)]).await?;
+    let h = hash_from_value(&v).map_err(|e| RouterError::Internal { message: e })?;
+    let (Some(key_id), Some(up_id), Some(client)) = (h.get("key"), h.get("up"), h.get("client")) else {
+        return Err(not_found_upload());
+    };
+    let key = pool.keys.iter().find(|k| &k.key_id == key_id).ok_or_else(not_found_upload)?;
+    let secret = st.api_key(key_id).ok_or_else(not_found_upload)?;
+    let (headers, body) = upload_parts(req, settings.max_body_bytes).await?;
+    let base = &settings.gemini_base_url;
+    let target = format!(
+        "{base}/upload/v1beta/files?upload_id={}&upload_protocol=resumable",
+        js_sys::encode_uri_component(up_id)
+    );
+    let up = forward(Method::Post, &target, secret, &headers, Some(body)).await?;
+    if up.headers.get("x-goog-upload-status").ok().flatten().as_deref() == Some("final") {
+        record_file(&store, client, &up, key).await?;
+        let _ = store.command(&["DEL".into(), keys::upload_session(session)]).await;
+    }
+    relay(&up, &[])
+}
+
+/// `POST /upload/v1beta/files`: a resumable start or a multipart upload.
+pub(super) async fn upload(req: &mut Request, cx: &Ctx<'_>) -> Answer {
+    let url = req.url().map_err(internal)?;
+    let base = &cx.settings.gemini_base_url;
+    let (headers, body) = upload_parts(req, cx.settings.max_body_bytes).await?;
     // A new upload: any usable key; its group then owns the file.
     let key = pick(&usable(cx, None))?;
     let up =
@@ -156,15 +205,18 @@ pub(super) async fn upload(req: &mut Request, cx: &Ctx<'_>) -> Answer {
             .ok()
             .and_then(|u| u.query_pairs().find(|(k, _)| k == "upload_id").map(|(_, v)| v.into_owned()))
             .ok_or_else(|| internal("upload URL without upload_id"))?;
+        let session = WorkerRuntime.random_hex(16);
+        let cmds = files::session_commands(&session, &key.key_id, &up_id, &cx.caller.client_id);
+        for r in cx.store.multi_exec(&cmds).await? {
+            r?;
+        }
         let mine = format!(
-            "{}/upload/v1beta/files?upload_id={}~{}&upload_protocol=resumable",
-            url.origin().ascii_serialization(),
-            key.key_id,
-            js_sys::encode_uri_component(&up_id)
+            "{}/upload/v1beta/files?upload_id={session}&upload_protocol=resumable",
+            url.origin().ascii_serialization()
         );
         return relay(&up, &[("x-goog-upload-url", mine)]);
     }
-    record_file(cx, &up, key).await?;
+    record_file(&cx.store, &cx.caller.client_id, &up, key).await?;
     relay(&up, &[])
 }
 
@@ -268,7 +320,7 @@ async fn create_cache(req: &mut Request, cx: &Ctx<'_>) -> Answer {
             .and_then(|n| n.strip_prefix("cachedContents/"))
             .and_then(|id| files::resource_name(Kind::CachedContent, id))
         {
-            record(cx, &name, key, meta.clone(), files::cache_ttl_s(&body)).await?;
+            record(&cx.store, &cx.caller.client_id, &name, key, meta.clone(), files::cache_ttl_s(&body)).await?;
         }
     }
     relay(&up, &[])

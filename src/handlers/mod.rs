@@ -69,10 +69,14 @@ pub(crate) async fn dispatch(req: &mut Request, wctx: &Context, st: &State, rout
         Route::ConvDelete(id) => conversations::delete(&cx()?, id).await,
         Route::ConvMessages(id) => conversations::messages(req, &cx()?, id).await,
         Route::ConvList => conversations::list(req, &cx()?).await,
-        Route::FileUpload => {
-            let cx = cx()?;
-            files::upload(req, &cx).await
-        }
+        Route::FileUpload => match files::upload_session_id(req) {
+            // A resumable upload's data carries no credential: its session authorizes it.
+            Some(session) => files::upload_data(req, st, &session).await,
+            None => {
+                let cx = cx()?;
+                files::upload(req, &cx).await
+            }
+        },
         Route::Resource { kind, id, method } => {
             let cx = cx()?;
             files::resource(req, &cx, *kind, id.as_deref(), *method).await

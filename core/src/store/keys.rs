@@ -47,6 +47,12 @@ pub fn client_budget_tokens(client: &str) -> String {
 pub fn resource(name: &str) -> String {
     format!("{{llmr}}:res:{name}")
 }
+/// A resumable upload session (`files`): HASH {key, up, client}. The SDK sends the upload's data
+/// without any credential (Google's upload URL is its own), so the session id, random and
+/// unguessable, is what authorizes it.
+pub fn upload_session(id: &str) -> String {
+    format!("{{llmr}}:upl:{id}")
+}
 /// The resources a client created: SET of names.
 pub fn client_resources(client: &str) -> String {
     format!("{{llmr}}:res:c:{client}")

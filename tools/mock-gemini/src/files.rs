@@ -176,6 +176,18 @@ pub async fn serve(m: &Mock, method: &Method, uri: &Uri, headers: &HeaderMap, bo
     })
 }
 
+/// Google accepts both spellings of the file's fields (the SDK may send either).
+fn normalize(mut meta: Value) -> Value {
+    for (snake, camel) in [("display_name", "displayName"), ("mime_type", "mimeType")] {
+        if meta.get(camel).is_none() {
+            if let Some(v) = meta.get(snake).cloned() {
+                meta[camel] = v;
+            }
+        }
+    }
+    meta
+}
+
 fn file_meta(id: &str, display: &Value, mime: &str, size: usize, now: u64, host: &str) -> Value {
     json!({
         "name": format!("files/{id}"),
@@ -223,7 +235,7 @@ fn upload(m: &Mock, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Response {
     }
     if protocol == "resumable" && command == "start" {
         let meta = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("file").cloned()).unwrap_or(json!({}));
-        let mut meta = meta;
+        let mut meta = normalize(meta);
         if meta.get("mimeType").is_none() {
             if let Some(ct) = header(headers, "x-goog-upload-header-content-type") {
                 meta["mimeType"] = json!(ct);
@@ -242,7 +254,7 @@ fn upload(m: &Mock, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Response {
         let Some((meta, data)) = multipart(ct, body) else {
             return err_response(&errors::invalid_argument("Bad multipart body."));
         };
-        let meta = meta.get("file").cloned().unwrap_or(meta);
+        let meta = normalize(meta.get("file").cloned().unwrap_or(meta));
         let mime = meta["mimeType"].as_str().unwrap_or("application/octet-stream").to_string();
         let id = res.next_id("f");
         let v = file_meta(&id, &meta["displayName"], &mime, data, now, &host);
