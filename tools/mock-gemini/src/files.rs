@@ -70,12 +70,12 @@ fn with_headers(mut r: Response, pairs: &[(&'static str, String)]) -> Response {
 }
 
 /// The key's project, or the error answer for a missing, invalid or key-level-refused key.
-fn project(m: &Mock, headers: &HeaderMap, uri: &Uri, method: &str) -> Result<String, Response> {
-    let Some(key) = api_key(headers, uri) else { return Err(err_response(&errors::missing_key())) };
+fn project(m: &Mock, headers: &HeaderMap, uri: &Uri, method: &str) -> Result<String, Value> {
+    let Some(key) = api_key(headers, uri) else { return Err(errors::missing_key()) };
     let info = m.lock().resolve(&key);
-    let Some(info) = info else { return Err(err_response(&errors::invalid_key())) };
+    let Some(info) = info else { return Err(errors::invalid_key()) };
     if let Some(e) = crate::access::key_refusal(&info, method) {
-        return Err(err_response(&e));
+        return Err(e);
     }
     Ok(info.project)
 }
@@ -107,7 +107,7 @@ pub async fn serve(m: &Mock, method: &Method, uri: &Uri, headers: &HeaderMap, bo
     };
     let project = match project(m, headers, uri, rpc) {
         Ok(p) => p,
-        Err(r) => return Some(r),
+        Err(e) => return Some(err_response(&e)),
     };
     let now = m.now_ms();
     let mut g = m.lock();
@@ -206,7 +206,7 @@ fn file_meta(id: &str, display: &Value, mime: &str, size: usize, now: u64, host:
 fn upload(m: &Mock, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Response {
     let project = match project(m, headers, uri, "createFile") {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return err_response(&e),
     };
     let host = header(headers, "host").unwrap_or("127.0.0.1").to_string();
     let now = m.now_ms();
