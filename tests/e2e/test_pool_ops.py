@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from .conftest import MAIN
 
 FLASH = "gemini-2.5-flash"
@@ -19,6 +21,13 @@ FLASH_KEYS = {"gemini-flash-01", "gemini-flash-02"}
 OTHER = "tok-other-0123456789"
 STATS_TOKEN = "tok-stats-0123456789"
 ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+@pytest.fixture(autouse=True)
+def restore_mock(env):
+    """The file tests reconfigure the shared mock for their 3-group pool: put the seed keys back."""
+    yield
+    env.mock_reset()
 
 
 def admin(worker, path: str, body=None, token: str = MAIN):
