@@ -132,6 +132,54 @@ def start_workerd(vars: dict[str, str], port: int | None = None, build_dir: Path
     return svc
 
 
+# The floor: the router's one-shot hops and nothing else, in plain JS in the same workerd. One
+# REST `EVALSHA` of a trivial script (loaded on NOSCRIPT, as the router does), then the upstream
+# `generateContent` call, whose body it returns as is.
+FLOOR_JS = """const SCRIPT = "return redis.call('INCR', KEYS[1])";
+let sha = null;
+async function redis(env, cmd) {
+  const r = await fetch(env.URL, {method: "POST", body: JSON.stringify(cmd),
+    headers: {authorization: "Bearer " + env.TOKEN, "content-type": "application/json"}});
+  return r.json();
+}
+export default {
+  async fetch(req, env) {
+    if (sha === null) sha = (await redis(env, ["SCRIPT", "LOAD", SCRIPT])).result;
+    let r = await redis(env, ["EVALSHA", sha, "1", "{floor}:n"]);
+    if (r.error && r.error.includes("NOSCRIPT")) r = await redis(env, ["EVAL", SCRIPT, "1", "{floor}:n"]);
+    const body = await req.text();
+    const up = await fetch(env.GEMINI + "/v1beta/models/" + env.MODEL + ":generateContent", {method: "POST",
+      body: JSON.stringify({contents: [{role: "user", parts: [{text: JSON.parse(body).prompt}]}]}),
+      headers: {"x-goog-api-key": env.API_KEY, "content-type": "application/json"}});
+    return new Response(await up.text(), {status: up.status, headers: {"content-type": "application/json"}});
+  }
+};
+"""
+
+
+def start_floor_worker(rest_url: str, rest_token: str, gemini_url: str, model: str, api_key: str) -> stack.Service:
+    """The JS floor worker (`FLOOR_JS`) under plain `workerd serve` on a free port."""
+    port = stack.free_port()
+    d = stack.RUN_DIR / f"floor-js-{port}"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "w.js").write_text(FLOOR_JS)
+    binds = {"URL": rest_url.rstrip("/") + "/", "TOKEN": rest_token, "GEMINI": gemini_url.rstrip("/"),
+             "MODEL": model, "API_KEY": api_key}
+    b = ", ".join(f"(name = {capnp_text(k)}, text = {capnp_text(v)})" for k, v in binds.items())
+    (d / "config.capnp").write_text(f'''using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [(name = "main", worker = .w), (name = "internet", network = (allow = ["public", "private", "local"]))],
+  sockets = [(name = "http", address = "127.0.0.1:{port}", http = (), service = "main")]);
+const w :Workerd.Worker = (modules = [(name = "w.js", esModule = embed "w.js")], compatibilityDate = "2026-11-01",
+  bindings = [{b}], globalOutbound = "internet");
+''')
+    svc = stack.Service("workerd-floor", [str(WORKERD), "serve", str(d / "config.capnp")], port).start()
+    stack.wait_for(lambda: stack.http_ok(f"http://127.0.0.1:{port}/", any_status=True), 60,
+                   "workerd floor", svc.proc, svc.log)
+    svc.url = f"http://127.0.0.1:{port}"
+    return svc
+
+
 if __name__ == "__main__":
     import argparse
     import time

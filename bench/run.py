@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 import stack  # noqa: E402
 from conftest import TOKEN as REST_TOKEN, Env, Worker, fake_key, mock_config  # noqa: E402
-from hosts import snapshot_build, start_workerd, start_wrangler_dev  # noqa: E402
+from hosts import snapshot_build, start_floor_worker, start_workerd, start_wrangler_dev  # noqa: E402
 
 LOADGEN = ROOT / "target" / "release" / "loadgen"
 RESULTS = BENCH / "results"
@@ -226,6 +226,7 @@ def main():
     }
     env = None
     wd_svc = None
+    floor_svc = None
     litellm_proc = None
     litellm_log = None
     tmpdir = tempfile.mkdtemp(prefix="bench-")
@@ -316,6 +317,12 @@ def main():
         }
         if wdurl:
             targets["router_wd"] = (wdurl + "/v1/generate", gen_body, [auth])
+            log("starting the JS floor worker (plain workerd serve: one EVALSHA, then the upstream call)")
+            floor_svc = start_floor_worker(env.rest.url, REST_TOKEN, mock_url, FAST_MODEL, fake_key("bench-flash-01"))
+            r = requests.post(floor_svc.url, json=gen_body, timeout=30)
+            if r.status_code != 200:
+                raise RuntimeError(f"floor worker sanity request failed: {r.status_code} {r.text[:500]}")
+            targets["floor_js"] = (floor_svc.url + "/", gen_body, [])
         if have_llm:
             targets["litellm"] = (lurl + "/v1/chat/completions", chat_body, [auth])
 
@@ -495,6 +502,8 @@ def main():
             wd_svc.stop()
         if litellm_proc is not None:
             litellm_proc.stop()
+        if floor_svc is not None:
+            floor_svc.stop()
         if env is not None:
             env.close()
         (RESULTS / "latest.json").write_text(json.dumps(res, indent=1))
@@ -547,6 +556,15 @@ def render(res: dict) -> str:
             m, rw, rs, li = lat(c, "mock", p), lat(c, "router", p), lat(c, "router_wd", p), lat(c, "litellm", p)
             row(f"latency {p}, c={c} (ms)", m, rw, rs, li)
             row(f"**added** {p}, c={c} (ms)", "—", sub(rw, m), sub(rs, m), sub(li, m))
+    for c in (1, 50):
+        m, rs, fl = lat(c, "mock", "p50"), lat(c, "router_wd", "p50"), lat(c, "floor_js", "p50")
+        if fl is not None:
+            L.append(f"| JS floor (workerd serve: one EVALSHA, then the upstream call): latency p50 / **added** p50, c={c} (ms) "
+                     f"| — | — | {f(fl, 2)} / {f(sub(fl, m), 2)} | — | — | — |")
+            L.append(f"| router added p50 / JS floor added p50, c={c} (workerd serve) | — | — | {ratio(sub(rs, m), sub(fl, m))} | — | — | — |")
+    fl50 = (one.get("50", {}).get("floor_js") or {}).get("throughput_rps")
+    if fl50:
+        L.append(f"| JS floor throughput c=50 (req/s) | — | — | {f(fl50, 1)} | — | — | — |")
     g = lambda who: (one.get("50", {}).get(who) or {}).get("throughput_rps")  # noqa: E731
     row(f"throughput c=50, mock {res['mock_latency_ms']} ms (req/s)", g("mock"), g("router"), g("router_wd"), g("litellm"), 1)
     ins = res.get("instant_c50", {})

@@ -13,8 +13,8 @@ mod respond;
 mod state;
 
 use llm_key_router_core::config::LogLevel;
+use llm_key_router_core::json::object;
 use llm_key_router_core::wire::api;
-use serde_json::json;
 use worker::{event, Context, Date, Env, Request, Response, Result};
 
 #[event(fetch)]
@@ -35,8 +35,13 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         if status >= 500 { LogLevel::Error } else { LogLevel::Info },
         &level,
         "request",
-        json!({"method": method, "path": llm_key_router_core::log::safe_path(&path), "status": status, "code": code,
-               "duration_ms": Date::now().as_millis().saturating_sub(started)}),
+        object(vec![
+            ("method", method.into()),
+            ("path", llm_key_router_core::log::safe_path(&path).into()),
+            ("status", status.into()),
+            ("code", code.into()),
+            ("duration_ms", Date::now().as_millis().saturating_sub(started).into()),
+        ]),
     );
     resp
 }

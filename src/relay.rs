@@ -9,11 +9,12 @@ use crate::fetch::{with_timeout, FetchStream, FetchTransport, WorkerRuntime};
 use crate::respond::log;
 use llm_key_router_core::config::{LogLevel, Settings};
 use llm_key_router_core::engine::{ChunkSource, PendingStream, Runtime};
+use llm_key_router_core::json::object;
 use llm_key_router_core::store::upstash::Upstash;
 use llm_key_router_core::store::SETTLE;
 use llm_key_router_core::wire::openai::StreamShaper;
-use llm_key_router_core::wire::sse::{frame, StreamTally};
-use serde_json::json;
+use llm_key_router_core::wire::sse::{frame, Event, StreamTally};
+use serde_json::Value;
 use worker::{Context, Date, Headers, Response, Result};
 
 #[derive(Debug, Clone, Copy)]
@@ -22,11 +23,31 @@ pub(crate) enum Mode {
     Gemini,
 }
 
-type Tx = futures_channel::mpsc::UnboundedSender<std::result::Result<Vec<u8>, worker::Error>>;
+/// Events the relay may hold for a slow client before it stops reading upstream.
+const RELAY_CAPACITY: usize = 16;
 
-fn send(tx: &Tx, s: String) {
-    // A closed channel means the client left; keep reading upstream so the settle is exact.
-    let _ = tx.unbounded_send(Ok(s.into_bytes()));
+type Item = std::result::Result<Vec<u8>, worker::Error>;
+
+/// The bounded channel to the client's response body. Sending waits while the client is
+/// [`RELAY_CAPACITY`] events behind, so a slow client slows the upstream read instead of the
+/// worker buffering the whole stream.
+struct Tx {
+    inner: futures_channel::mpsc::Sender<Item>,
+    /// The client left: keep reading upstream (so the settle is exact) but stop sending.
+    gone: bool,
+}
+
+impl Tx {
+    async fn send(&mut self, s: String) {
+        if self.gone {
+            return;
+        }
+        // `poll_ready` waits for room (the backpressure); it fails once the receiver is gone.
+        let ready = futures_util::future::poll_fn(|cx| self.inner.poll_ready(cx)).await;
+        if ready.is_err() || self.inner.start_send(Ok(s.into_bytes())).is_err() {
+            self.gone = true;
+        }
+    }
 }
 
 struct Emitter {
@@ -37,17 +58,17 @@ struct Emitter {
 }
 
 impl Emitter {
-    /// Relays one event, already recorded in `tally`.
-    fn event(&mut self, tx: &Tx, data: String, tally: &StreamTally) {
+    /// Relays one event, already recorded (and parsed, once) in `tally`.
+    async fn event(&mut self, tx: &mut Tx, ev: Event, tally: &StreamTally) {
         match self.shaper.as_mut() {
             None => {
-                if let Some(h) = self.held.replace(data) {
-                    send(tx, frame(&h));
+                if let Some(h) = self.held.replace(ev.data) {
+                    tx.send(frame(&h)).await;
                 }
             }
             Some(sh) => {
-                if let Some(c) = sh.event(&data, tally) {
-                    send(tx, frame(&c.to_string()));
+                if let Some(c) = sh.shape(ev.json.as_ref().unwrap_or(&Value::Null), tally) {
+                    tx.send(frame(&c.to_string())).await;
                 }
             }
         }
@@ -61,7 +82,8 @@ pub(crate) fn relay(
     settings: &Settings,
     ctx: &Context,
 ) -> Result<Response> {
-    let (tx, rx) = futures_channel::mpsc::unbounded::<std::result::Result<Vec<u8>, worker::Error>>();
+    let (tx, rx) = futures_channel::mpsc::channel::<Item>(RELAY_CAPACITY);
+    let tx = Tx { inner: tx, gone: false };
     let idle_ms = settings.upstream_timeout_ms;
     let level = settings.log_level.clone();
     let key_id = pending.key_id.clone();
@@ -79,7 +101,7 @@ async fn relay_task(
     transport: FetchTransport,
     idle_ms: u64,
     level: LogLevel,
-    tx: Tx,
+    mut tx: Tx,
 ) {
     let PendingStream { mut source, mut parser, mut tally, first_events, finish, model_used, .. } = pending;
     let shaper = match mode {
@@ -93,7 +115,7 @@ async fn relay_task(
     };
     let mut em = Emitter { shaper, held: None };
     for ev in first_events {
-        em.event(&tx, ev, &tally);
+        em.event(&mut tx, ev, &tally).await;
     }
     let mut failure: Option<String> = None;
     loop {
@@ -107,9 +129,9 @@ async fn relay_task(
                 break;
             }
             Some(Ok(None)) => {
-                if let Some(ev) = parser.finish() {
-                    tally.observe(&ev);
-                    em.event(&tx, ev, &tally);
+                if let Some(data) = parser.finish() {
+                    let ev = tally.record(data);
+                    em.event(&mut tx, ev, &tally).await;
                 }
                 if tally.finish_reason.is_none() {
                     failure = Some("upstream stream ended without a finish reason".into());
@@ -117,9 +139,9 @@ async fn relay_task(
                 break;
             }
             Some(Ok(Some(bytes))) => {
-                for ev in parser.feed(&bytes) {
-                    tally.observe(&ev);
-                    em.event(&tx, ev, &tally);
+                for data in parser.feed(&bytes) {
+                    let ev = tally.record(data);
+                    em.event(&mut tx, ev, &tally).await;
                 }
             }
         }
@@ -138,31 +160,47 @@ async fn relay_task(
         if failure.is_some() { LogLevel::Warn } else { LogLevel::Debug },
         &level,
         "stream_end",
-        json!({"key_id": finish.key.key_id, "model": model_used, "events": tally.events, "complete": failure.is_none(),
-               "input_tokens": tally.usage.map(|u| u.input), "error": failure}),
+        object(vec![
+            ("key_id", finish.key.key_id.as_str().into()),
+            ("model", model_used.into()),
+            ("events", tally.events.into()),
+            ("complete", failure.is_none().into()),
+            ("input_tokens", tally.usage.map(|u| u.input).into()),
+            ("error", failure.as_deref().into()),
+        ]),
     );
     match (failure, mode) {
         (None, Mode::Gemini) => {
             if let Some(h) = em.held.take() {
-                send(&tx, frame(&h));
+                tx.send(frame(&h)).await;
             }
         }
         (None, Mode::OpenAi { include_usage, .. }) => {
             for c in em.shaper.as_ref().map(|sh| sh.finish(&tally, include_usage)).unwrap_or_default() {
-                send(&tx, frame(&c.to_string()));
+                tx.send(frame(&c.to_string())).await;
             }
-            send(&tx, frame("[DONE]"));
+            tx.send(frame("[DONE]")).await;
         }
         (Some(msg), Mode::Gemini) => {
             if let Some(h) = em.held.take() {
-                send(&tx, frame(&h));
+                tx.send(frame(&h)).await;
             }
-            let e = json!({"error": {"code": 502, "message": msg, "status": "UNAVAILABLE"}});
-            send(&tx, frame(&e.to_string()));
+            let e = object(vec![(
+                "error",
+                object(vec![("code", 502.into()), ("message", msg.into()), ("status", "UNAVAILABLE".into())]),
+            )]);
+            tx.send(frame(&e.to_string())).await;
         }
         (Some(msg), Mode::OpenAi { .. }) => {
-            let e = json!({"error": {"message": msg, "type": "api_error", "code": "upstream_stream_interrupted"}});
-            send(&tx, frame(&e.to_string()));
+            let e = object(vec![(
+                "error",
+                object(vec![
+                    ("message", msg.into()),
+                    ("type", "api_error".into()),
+                    ("code", "upstream_stream_interrupted".into()),
+                ]),
+            )]);
+            tx.send(frame(&e.to_string())).await;
         }
     }
 }

@@ -6,11 +6,12 @@
 
 use crate::config::KeyPool;
 use crate::error::RouterError;
+use crate::json::object;
 use crate::observe::Stats;
+use crate::store::contract::{parse_reply, Fields};
 use crate::store::keys;
 use crate::store::upstash::{Script, StoreError};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub static ADMIN: Script =
     Script::new("admin_v1", concat!(include_str!("store/lua/pacific.lua"), include_str!("store/lua/admin_v1.lua")));
@@ -63,23 +64,27 @@ pub enum AdminVerb {
     ClearCooldown,
 }
 
-/// The optional JSON body of an admin change: `{"reason": "..."}`. An empty body is no reason.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChangeBody {
-    #[serde(default)]
-    reason: Option<String>,
+/// The optional JSON body of an admin change: `{"reason": "..."}` (`reason` may be `null` or
+/// absent; no other field). An empty body is no reason.
+fn change_reason(body: Option<&Value>) -> Result<Option<String>, String> {
+    let Some(v) = body else { return Ok(None) };
+    let Value::Object(m) = v else { return Err("invalid type: expected an object".into()) };
+    if let Some(k) = m.keys().find(|k| *k != "reason") {
+        return Err(format!("unknown field `{k}`, expected `reason`"));
+    }
+    match m.get("reason") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(r)) => Ok(Some(r.clone())),
+        Some(_) => Err("reason: invalid type: expected a string".into()),
+    }
 }
 
 /// Builds the action from the route and body, checking the target exists in the pool (404
 /// otherwise, before any Redis call) and the reason (required to disable).
 pub fn action(pool: &KeyPool, verb: AdminVerb, target: &str, body: Option<&Value>) -> Result<AdminAction, RouterError> {
-    let parsed: ChangeBody = match body {
-        None => ChangeBody::default(),
-        Some(v) => serde_json::from_value(v.clone())
-            .map_err(|e| RouterError::bad_request("invalid_body", format!("admin change body: {e}")))?,
-    };
-    let reason = parsed.reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+    let reason =
+        change_reason(body).map_err(|e| RouterError::bad_request("invalid_body", format!("admin change body: {e}")))?;
+    let reason = reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
     if reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON) {
         return Err(RouterError::bad_request("invalid_reason", format!("reason: at most {MAX_REASON} characters")));
     }
@@ -114,15 +119,6 @@ pub fn action(pool: &KeyPool, verb: AdminVerb, target: &str, body: Option<&Value
     })
 }
 
-#[derive(Debug, Serialize)]
-struct AdminArgs<'a> {
-    action: &'static str,
-    target: &'a str,
-    by: &'a str,
-    reason: Option<&'a str>,
-    cap: usize,
-}
-
 /// KEYS and ARGV of one `admin_v1` call, in the order of the script's header: the audit list,
 /// then the key's `dis` hash, or the `cd` hash of each model of the group.
 pub fn admin_call(pool: &KeyPool, action: &AdminAction, by: &str) -> (Vec<String>, Vec<String>) {
@@ -137,49 +133,58 @@ pub fn admin_call(pool: &KeyPool, action: &AdminAction, by: &str) -> (Vec<String
             k.extend(models.into_iter().map(|m| keys::cooldown(group, m)));
         }
     }
-    let args =
-        AdminArgs { action: action.name(), target: action.target(), by, reason: action.reason(), cap: AUDIT_CAP };
-    (k, vec![serde_json::to_string(&args).expect("strings and integers serialize")])
+    let args = object(vec![
+        ("action", action.name().into()),
+        ("target", action.target().into()),
+        ("by", by.into()),
+        ("reason", action.reason().into()),
+        ("cap", AUDIT_CAP.into()),
+    ]);
+    (k, vec![args.to_string()])
 }
 
-/// The reply of `admin_v1`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The reply of `admin_v1`: `{"now": ms, "changed": 0|1}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdminReply {
     pub now: u64,
     pub changed: u64,
 }
 
+const SCRIPT: &str = "admin_v1";
+
 pub fn parse_admin(v: &Value) -> Result<AdminReply, StoreError> {
-    let s = v.as_str().ok_or_else(|| StoreError::Protocol(format!("admin_v1: expected a JSON string, got {v}")))?;
-    // cjson may print a large integer in exponent form.
-    let raw: Value = serde_json::from_str(s).map_err(|e| StoreError::Protocol(format!("admin_v1: {e}")))?;
-    let whole = |name: &str| -> Result<u64, StoreError> {
-        raw.get(name)
-            .and_then(|n| n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0).map(|f| f as u64)))
-            .ok_or_else(|| StoreError::Protocol(format!("admin_v1: missing or non-integer field `{name}` in {s}")))
-    };
-    if let Some(extra) = raw.as_object().and_then(|o| o.keys().find(|k| *k != "now" && *k != "changed")) {
-        return Err(StoreError::Protocol(format!("admin_v1: unknown field `{extra}`")));
-    }
-    Ok(AdminReply { now: whole("now")?, changed: whole("changed")? })
+    let v = parse_reply(SCRIPT, v)?;
+    let mut f = Fields::new(SCRIPT, "reply", &v)?;
+    let r = AdminReply { now: f.u64("now")?, changed: f.u64("changed")? };
+    f.finish().map(|()| r)
 }
 
 /// The audit record of a change: the structured log line's fields and the API's answer (the
 /// Redis entry holds the same fields).
 pub fn audit_record(action: &AdminAction, by: &str, reply: &AdminReply) -> Value {
-    json!({"at": reply.now, "by": by, "action": action.name(), "target": action.target(),
-           "reason": action.reason().unwrap_or(""), "changed": reply.changed})
+    object(vec![
+        ("at", reply.now.into()),
+        ("by", by.into()),
+        ("action", action.name().into()),
+        ("target", action.target().into()),
+        ("reason", action.reason().unwrap_or("").into()),
+        ("changed", reply.changed.into()),
+    ])
 }
 
 /// `GET /v1/admin/keys`: each key with its state, as `/stats` shows it, and the last changes.
 pub fn keys_list(stats: &Stats) -> Value {
-    json!({"keys": stats.keys, "audit": stats.audit, "generated_at": stats.generated_at})
+    object(vec![
+        ("keys", Value::Array(stats.keys.iter().map(crate::observe::stats_json::key).collect())),
+        ("audit", Value::Array(stats.audit.clone())),
+        ("generated_at", stats.generated_at.into()),
+    ])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn pool() -> KeyPool {
         crate::observe::stats_v1::tests::pool()

@@ -6,6 +6,7 @@
 //! send is rejected with 409 `conversation_busy` (not queued), so turns never interleave.
 
 use crate::error::RouterError;
+use crate::json::object;
 use crate::store::keys;
 use crate::store::upstash::{Transport, Upstash};
 use crate::wire::gemini::GenerateRequest;
@@ -90,7 +91,10 @@ pub fn parse_message(body: &Value, id: &str, model: Option<String>) -> Result<Ge
 ///  "usage"?: {...},                                   model turns
 ///  "tool_calls"?: [{"id", "name", "arguments"}],      model turns that called functions;
 ///                                                     `arguments` is a JSON string, as in OpenAI
-///  "tool_results"?: [{"name", "response"}]}           user turns that carried tool results
+///  "tool_results"?: [{"name", "response"}],          user turns that carried tool results
+///  "media"?: [{"mime_type", "bytes"} | {"mime_type", "file_uri"}]}  turns that carried media:
+///                                                     inline data by its size (base64 bytes),
+///                                                     not its content
 /// ```
 ///
 /// `id` is the id the caller saw (it carries the thought signature, see `wire::call_id`), or
@@ -125,6 +129,22 @@ pub fn turn_view(raw: &str) -> Value {
         .collect();
     if !results.is_empty() {
         v["tool_results"] = Value::Array(results);
+    }
+    let field = |o: &Value, camel: &str, snake: &str| o.get(camel).or_else(|| o.get(snake)).cloned();
+    let media: Vec<Value> = parts
+        .iter()
+        .filter_map(|p| {
+            if let Some(d) = p.get("inlineData").or_else(|| p.get("inline_data")) {
+                let bytes = d["data"].as_str().map_or(0, str::len);
+                Some(json!({"mime_type": field(d, "mimeType", "mime_type"), "bytes": bytes}))
+            } else {
+                let f = p.get("fileData").or_else(|| p.get("file_data"))?;
+                Some(json!({"mime_type": field(f, "mimeType", "mime_type"), "file_uri": field(f, "fileUri", "file_uri")}))
+            }
+        })
+        .collect();
+    if !media.is_empty() {
+        v["media"] = Value::Array(media);
     }
     v
 }
@@ -221,10 +241,18 @@ impl<T: Transport> Conversations<'_, T> {
         for r in self.store.multi_exec(&cmds).await? {
             r?;
         }
-        Ok(json!({
-            "id": id, "created_at": now_ms, "updated_at": now_ms, "message_count": 0, "total_tokens": 0,
-            "model": req.model, "title": req.title, "system": req.system, "metadata": req.metadata,
-        }))
+        // Built with `json::object`, not `json!`: this method is instantiated in the worker crate.
+        Ok(object(vec![
+            ("id", id.into()),
+            ("created_at", now_ms.into()),
+            ("updated_at", now_ms.into()),
+            ("message_count", 0.into()),
+            ("total_tokens", 0.into()),
+            ("model", req.model.clone().into()),
+            ("title", req.title.clone().into()),
+            ("system", req.system.clone().into()),
+            ("metadata", req.metadata.clone().unwrap_or(Value::Null)),
+        ]))
     }
 
     /// Metadata, or 404 for a missing, expired or foreign conversation (indistinguishable).
@@ -253,10 +281,16 @@ impl<T: Transport> Conversations<'_, T> {
         let total = r.next().unwrap_or(Ok(Value::Null))?.as_u64().unwrap_or(0);
         let data: Vec<Value> =
             turns.as_array().into_iter().flatten().filter_map(|t| t.as_str()).map(turn_view).collect();
-        let next = if offset + (data.len() as u64) < total { json!(offset + data.len() as u64) } else { Value::Null };
-        Ok(
-            json!({"object": "list", "data": data, "offset": offset, "limit": limit, "total": total, "next_offset": next}),
-        )
+        let next =
+            if offset + (data.len() as u64) < total { Value::from(offset + data.len() as u64) } else { Value::Null };
+        Ok(object(vec![
+            ("object", "list".into()),
+            ("data", Value::Array(data)),
+            ("offset", offset.into()),
+            ("limit", limit.into()),
+            ("total", total.into()),
+            ("next_offset", next),
+        ]))
     }
 
     pub async fn delete(&self, id: &str, owner: &str) -> Result<Value, RouterError> {
@@ -268,7 +302,7 @@ impl<T: Transport> Conversations<'_, T> {
         for r in self.store.multi_exec(&cmds).await? {
             r?;
         }
-        Ok(json!({"id": id, "deleted": true}))
+        Ok(object(vec![("id", id.into()), ("deleted", true.into())]))
     }
 
     /// The caller's conversations, newest first. Expired ones are dropped from the index lazily.
@@ -306,8 +340,14 @@ impl<T: Transport> Conversations<'_, T> {
                 self.store.command(&gone).await?;
             }
         }
-        let next = if offset + limit < total { json!(offset + limit) } else { Value::Null };
-        Ok(json!({"object": "list", "data": data, "offset": offset, "limit": limit, "next_offset": next}))
+        let next = if offset + limit < total { Value::from(offset + limit) } else { Value::Null };
+        Ok(object(vec![
+            ("object", "list".into()),
+            ("data", Value::Array(data)),
+            ("offset", offset.into()),
+            ("limit", limit.into()),
+            ("next_offset", next),
+        ]))
     }
 }
 
@@ -325,7 +365,14 @@ mod tests {
             "rid:0",
         );
         let asked = json!({"role": "user", "parts": [{"text": "weather?"}]});
-        let turns = conversation_turns(&[asked], 1, &reply.out, &Default::default(), 2);
+        let turns = conversation_turns(
+            &[asked],
+            1,
+            &reply.out,
+            &Default::default(),
+            2,
+            crate::config::Settings::default().estimator,
+        );
         let model = turn_view(&turns[1]);
         assert_eq!(model["role"], "assistant");
         assert_eq!(model["content"], "Checking.");
@@ -344,6 +391,17 @@ mod tests {
         assert_eq!(result["content"], "");
         assert_eq!(result["tool_results"], json!([{"name": "get_weather", "response": {"temp": 21}}]));
         assert!(result.get("tool_calls").is_none());
+        // Media is listed by type and size, never echoed.
+        let m = turn_view(
+            r#"{"role":"user","parts":[{"text":"look"},{"inlineData":{"mimeType":"image/png","data":"iVBORw0KGgo="}},
+                {"file_data":{"mime_type":"image/jpeg","file_uri":"https://x.test/a.jpg"}}],"at":4}"#,
+        );
+        assert_eq!(m["content"], "look");
+        assert_eq!(
+            m["media"],
+            json!([{"mime_type": "image/png", "bytes": 12},
+                   {"mime_type": "image/jpeg", "file_uri": "https://x.test/a.jpg"}])
+        );
         // A text-only turn keeps its old shape.
         let plain = turn_view(r#"{"role":"model","parts":[{"text":"4"}],"at":5}"#);
         assert!(plain.get("tool_calls").is_none() && plain.get("tool_results").is_none());

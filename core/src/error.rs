@@ -103,6 +103,11 @@ pub enum RouterError {
     UpstreamTimeout,
     ConversationNotFound,
     ConversationBusy,
+    /// A conversation send whose media would pass the per-turn or per-conversation cap
+    /// (`engine::plan::CONV_TURN_MEDIA_BYTES`, `CONV_MEDIA_BYTES`).
+    ConversationTooLarge {
+        message: String,
+    },
     RouterDisabled,
     StoreUnavailable {
         message: String,
@@ -139,6 +144,7 @@ impl RouterError {
             RouterError::UpstreamTimeout => 504,
             RouterError::ConversationNotFound => 404,
             RouterError::ConversationBusy => 409,
+            RouterError::ConversationTooLarge { .. } => 413,
             RouterError::RouterDisabled => 503,
             RouterError::StoreUnavailable { .. } => 503,
             RouterError::ConfigInvalid { .. } => 503,
@@ -165,6 +171,7 @@ impl RouterError {
             RouterError::UpstreamTimeout => "upstream_timeout",
             RouterError::ConversationNotFound => "conversation_not_found",
             RouterError::ConversationBusy => "conversation_busy",
+            RouterError::ConversationTooLarge { .. } => "conversation_too_large",
             RouterError::RouterDisabled => "router_disabled",
             RouterError::StoreUnavailable { .. } => "store_unavailable",
             RouterError::ConfigInvalid { .. } => "config_invalid",
@@ -211,6 +218,7 @@ impl RouterError {
             }
             RouterError::UpstreamRejected { message, .. } => message.clone(),
             RouterError::UpstreamUnavailable { message } => message.clone(),
+            RouterError::ConversationTooLarge { message } => message.clone(),
             RouterError::UpstreamTimeout => "upstream did not answer before the deadline".into(),
             RouterError::ConversationNotFound => "conversation not found or expired".into(),
             RouterError::ConversationBusy => "another message to this conversation is in progress".into(),
@@ -294,6 +302,7 @@ mod tests {
             RouterError::UnknownModel { model: "m".into() },
             RouterError::ConversationNotFound,
             RouterError::ConversationBusy,
+            RouterError::ConversationTooLarge { message: "m".into() },
         ];
         for c in cases {
             assert!((400..500).contains(&c.status()), "{c:?}");

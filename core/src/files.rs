@@ -116,7 +116,7 @@ impl Owner {
             group: h.get("group")?.clone(),
             key_id: h.get("key")?.clone(),
             client: h.get("client")?.clone(),
-            meta: h.get("meta").and_then(|m| serde_json::from_str(m).ok()).unwrap_or(Value::Null),
+            meta: h.get("meta").and_then(|m| crate::json::parse(m).ok()).unwrap_or(Value::Null),
         })
     }
 }

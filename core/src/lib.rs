@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod files;
 pub mod ids;
+pub mod json;
 pub mod log;
 pub mod observe;
 pub mod policy;

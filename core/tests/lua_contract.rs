@@ -55,7 +55,14 @@ fn spec<'a>(rid: &str, est: u64, candidates: Vec<&'a KeyConfig>) -> ReserveSpec<
 }
 
 fn conv(id: &str, lock_id: &str, pick_model: bool) -> ConvLock {
-    ConvLock { id: id.into(), owner: "client-1".into(), lock_id: lock_id.into(), lock_ms: 30_000, pick_model }
+    ConvLock {
+        id: id.into(),
+        owner: "client-1".into(),
+        lock_id: lock_id.into(),
+        lock_ms: 30_000,
+        pick_model,
+        history_budget: None,
+    }
 }
 
 /// A conversation owned by `client-1`, as `conversations.rs` creates it.
@@ -201,6 +208,61 @@ fn reserved_with_a_conversation_history_and_system_instruction() {
             assert_eq!(history, turns);
             assert_eq!(system.as_deref(), Some("be brief"));
             assert_eq!(est, 17, "the history's estimate is reserved too");
+        }
+        other => panic!("expected Reserved, got {other:?}"),
+    }
+}
+
+#[test]
+fn with_a_budget_only_the_newest_turns_that_fit_are_read_back() {
+    let s = Server::start();
+    let mut r = s.client();
+    let k = key("k1", "m", 10, 1_000_000, 100);
+    // 100 turns of 50 tokens each, user and model alternating, stored as the engine stores them;
+    // the 41st from the end is a tool result, which never opens an exchange.
+    let turns: Vec<String> = (0..100)
+        .map(|i| {
+            let role = if i % 2 == 0 { "user" } else { "model" };
+            let part = if i == 60 { r#"{"functionResponse":{"name":"f","response":{}}}"# } else { r#"{"text":"x"}"# };
+            format!(r#"{{"at":{i},"est":50,"parts":[{part}],"role":"{role}"}}"#)
+        })
+        .collect();
+    let refs: Vec<&str> = turns.iter().map(String::as_str).collect();
+    create_conv(&mut r, "c1", &[("hist_est", "5000")], &refs);
+    let mut sp = spec("rid-1", 10, vec![&k]);
+    sp.conv = Some(ConvLock { history_budget: Some(2_000), ..conv("c1", "rid-1", false) });
+    match reserve(&mut r, &sp).0 {
+        Reservation::Reserved { history, est, .. } => {
+            // The 41 newest turns (2,050 tokens) exceed the budget and hold openers: the
+            // engine cuts them at turn 62 (60 is a tool result), as it would the whole history.
+            assert_eq!(history[0], r#"{"skipped":59}"#);
+            assert_eq!(&history[1..], &refs[59..]);
+            assert_eq!(est, 10 + 41 * 50, "what was read is reserved, not the whole history");
+        }
+        other => panic!("expected Reserved, got {other:?}"),
+    }
+    // Past the opener rule: with only tool results and model turns in the newest turns,
+    // reading goes on until a user turn opens an exchange.
+    let tail: Vec<String> = (0..60)
+        .map(|i| {
+            let (role, part) = if i % 2 == 0 {
+                ("user", r#"{"functionResponse":{"name":"f","response":{}}}"#)
+            } else {
+                ("model", r#"{"functionCall":{"name":"f","args":{"role":"user"}}}"#)
+            };
+            format!(r#"{{"at":{i},"est":50,"parts":[{part}],"role":"{role}"}}"#)
+        })
+        .collect();
+    let list = keys::conv_turns("c1");
+    for t in &tail {
+        r.cmd(&["RPUSH", &list, t]);
+    }
+    let mut sp = spec("rid-2", 10, vec![&k]);
+    sp.conv = Some(ConvLock { history_budget: Some(2_000), ..conv("c1", "rid-1", false) });
+    match reserve(&mut r, &sp).0 {
+        Reservation::Reserved { history, .. } => {
+            assert_eq!(history[0], r#"{"skipped":98}"#, "the last opener is turn 98");
+            assert_eq!(history.len(), 1 + 2 + 60);
         }
         other => panic!("expected Reserved, got {other:?}"),
     }

@@ -32,5 +32,5 @@ pub(super) async fn change(req: &mut Request, cx: &Ctx<'_>, verb: AdminVerb, tar
     let reply = admin::parse_admin(&cx.store.eval(&ADMIN, &keys, &args).await?)?;
     let record = admin::audit_record(&action, by, &reply);
     respond::log(LogLevel::Info, &cx.settings.log_level, "admin_change", record.clone());
-    respond::json(200, &serde_json::json!({"ok": true, "change": record}))
+    respond::json(200, &llm_key_router_core::json::object(vec![("ok", true.into()), ("change", record)]))
 }

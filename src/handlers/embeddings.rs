@@ -2,7 +2,7 @@
 //! `:batchEmbedContents`. Parse (`wire::embeddings`), one engine run (reserved, failed over and
 //! settled like a generate request), shape.
 
-use super::models::log_attempts;
+use super::models::{log_attempts, settle_after_answer};
 use super::{read_json, Ctx};
 use crate::fetch::{FetchUpstream, WorkerRuntime};
 use crate::respond::{self, Answer};
@@ -43,8 +43,10 @@ async fn run(cx: &Ctx<'_>, e: &EmbedRequest) -> Result<Success, RouterError> {
         cfg_fingerprint: cx.st.fingerprint.clone(),
     };
     match router.embed(e, &cx.caller).await {
-        Ok(s) => {
+        Ok(mut s) => {
             log_attempts(cx, LogLevel::Debug, &s.attempts);
+            // Settled after the answer: the shaping that follows reads nothing it writes.
+            settle_after_answer(cx, s.deferred.take());
             Ok(s)
         }
         Err(f) => {

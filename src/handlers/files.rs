@@ -11,11 +11,12 @@ use llm_key_router_core::config::KeyConfig;
 use llm_key_router_core::engine::Runtime;
 use llm_key_router_core::error::RouterError;
 use llm_key_router_core::files::{self, Kind, Owner};
+use llm_key_router_core::json::object;
 use llm_key_router_core::observe::key_status::hash_from_value;
 use llm_key_router_core::store::keys;
 use llm_key_router_core::store::upstash::Upstash;
 use llm_key_router_core::wire::api::ResourceMethod;
-use serde_json::{json, Value};
+use serde_json::Value;
 use worker::{js_sys, Fetch, Headers, Method, Request, RequestInit};
 
 /// Headers of the upload protocol that go upstream unchanged.
@@ -121,7 +122,7 @@ async fn record_file(
     if up.status != 200 {
         return Ok(());
     }
-    let v: Value = serde_json::from_str(&up.body).unwrap_or(Value::Null);
+    let v: Value = llm_key_router_core::json::parse(&up.body).unwrap_or(Value::Null);
     let file = v.get("file").cloned().unwrap_or(Value::Null);
     let name = file["name"]
         .as_str()
@@ -288,12 +289,12 @@ async fn list(cx: &Ctx<'_>, kind: Kind) -> Answer {
         let cmds: Vec<Vec<String>> =
             names.iter().map(|n| vec!["HGET".into(), keys::resource(n), "meta".into()]).collect();
         for v in cx.store.pipeline(&cmds).await?.into_iter().flatten() {
-            if let Some(meta) = v.as_str().and_then(|s| serde_json::from_str::<Value>(s).ok()) {
+            if let Some(meta) = v.as_str().and_then(|s| llm_key_router_core::json::parse(s).ok()) {
                 items.push(meta);
             }
         }
     }
-    respond::json(200, &json!({ kind.collection(): items }))
+    respond::json(200, &object(vec![(kind.collection(), Value::Array(items))]))
 }
 
 /// `POST /v1beta/cachedContents`: with a key of the group owning the files it names.
@@ -314,7 +315,7 @@ async fn create_cache(req: &mut Request, cx: &Ctx<'_>) -> Answer {
     let json_ct = [("content-type".to_string(), "application/json".to_string())];
     let up = forward(Method::Post, &url, secret(cx, key), &json_ct, Some(body.to_string().into_bytes())).await?;
     if up.status == 200 {
-        let meta: Value = serde_json::from_str(&up.body).unwrap_or(Value::Null);
+        let meta: Value = llm_key_router_core::json::parse(&up.body).unwrap_or(Value::Null);
         if let Some(name) = meta["name"]
             .as_str()
             .and_then(|n| n.strip_prefix("cachedContents/"))

@@ -161,5 +161,5 @@ async fn read_json(req: &mut Request, settings: &Settings) -> Result<Value, Rout
 
 /// The query string, undecoded (the core decodes it).
 fn query(req: &Request) -> String {
-    req.url().ok().and_then(|u| u.query().map(str::to_string)).unwrap_or_default()
+    api::url_query(&req.inner().url()).to_string()
 }

@@ -9,12 +9,15 @@ use crate::relay::{self, Mode};
 use crate::respond::{self, log, Answer};
 use llm_key_router_core::config::LogLevel;
 use llm_key_router_core::conversations;
-use llm_key_router_core::engine::{classify, Attempt, Outcome, Router, Runtime};
+use llm_key_router_core::engine::{classify, Attempt, DeferredSettle, Outcome, Router, Runtime, Success};
 use llm_key_router_core::error::RouterError;
+use llm_key_router_core::json;
+use llm_key_router_core::store::upstash::Upstash;
+use llm_key_router_core::store::SETTLE;
 use llm_key_router_core::wire::api::{self, GeminiMethod};
 use llm_key_router_core::wire::gemini::GenerateRequest;
 use llm_key_router_core::wire::openai::{self, ChatRequest};
-use serde_json::{json, Value};
+use serde_json::Value;
 use worker::{Date, Request};
 
 /// How the caller wants its answer.
@@ -116,8 +119,8 @@ pub(super) async fn gemini(req: &mut Request, cx: &Ctx<'_>, model: &str, method:
 
 /// An attempt as logged: its record plus the key masked as `AIzaSy…last4`, never the key.
 fn attempt_log(cx: &Ctx, a: &Attempt) -> Value {
-    let mut v = json!(a);
-    v["key"] = json!(llm_key_router_core::policy::mask_key(cx.st.api_key(&a.key_id).unwrap_or("")));
+    let mut v = a.to_json();
+    json::set(&mut v, "key", llm_key_router_core::policy::mask_key(cx.st.api_key(&a.key_id).unwrap_or("")).into());
     v
 }
 
@@ -125,6 +128,29 @@ pub(super) fn log_attempts(cx: &Ctx, level: LogLevel, attempts: &[Attempt]) {
     for a in attempts {
         log(level.clone(), &cx.settings.log_level, "attempt", attempt_log(cx, a));
     }
+}
+
+/// Runs the settle a one-shot success deferred, after the answer (`ctx.wait_until`): the
+/// request waited for one Redis round trip, the reservation. If the isolate is evicted before
+/// it runs, the reservation's estimate (an upper bound) stays in the window: safe.
+pub(super) fn settle_after_answer(cx: &Ctx<'_>, deferred: Option<DeferredSettle>) {
+    let Some(d) = deferred else { return };
+    let transport = match super::upstash(cx.st, 5_000) {
+        Ok(t) => t,
+        Err(_) => return,
+    };
+    let level = cx.settings.log_level.clone();
+    let (keys, args) = d.settle_call();
+    cx.wctx.wait_until(async move {
+        if let Err(e) = Upstash::new(transport).eval(&SETTLE, &keys, &args).await {
+            log(
+                LogLevel::Warn,
+                &level,
+                "deferred_settle_failed",
+                json::object(vec![("key_id", d.key_id().into()), ("error", e.to_string().into())]),
+            );
+        }
+    });
 }
 
 /// One engine run, answered in the caller's shape.
@@ -140,7 +166,7 @@ async fn run(cx: &Ctx<'_>, gen: GenerateRequest, shape: Shape) -> Answer {
         cfg_fingerprint: cx.st.fingerprint.clone(),
     };
     let mode = shape.stream_mode();
-    let s = match router.run(&gen, &cx.caller, mode.is_some()).await {
+    let mut s = match router.run(&gen, &cx.caller, mode.is_some()).await {
         Ok(Outcome::Done(s)) => s,
         Ok(Outcome::Stream(pending)) => {
             let mode =
@@ -157,10 +183,16 @@ async fn run(cx: &Ctx<'_>, gen: GenerateRequest, shape: Shape) -> Answer {
         }
     };
     log_attempts(cx, LogLevel::Debug, &s.attempts);
+    let answer = shape_answer(cx, &gen, &s, shape);
+    settle_after_answer(cx, s.deferred.take());
+    answer
+}
+
+fn shape_answer(cx: &Ctx<'_>, gen: &GenerateRequest, s: &Success, shape: Shape) -> Answer {
     match shape {
         Shape::Router => {
             let ms = Date::now().as_millis() - cx.started;
-            respond::json(200, &api::generate_response(&s, ms, gen.conversation_id.as_deref()))
+            respond::json(200, &api::generate_response(s, ms, gen.conversation_id.as_deref()))
         }
         Shape::OpenAi { include_thoughts, .. } => {
             let id = format!("chatcmpl-{}", WorkerRuntime.random_hex(12));
@@ -192,7 +224,7 @@ async fn count_tokens(cx: &Ctx<'_>, model: &str, body: &Value) -> Answer {
         }
     };
     if (200..300).contains(&r.status) {
-        let v: Value = serde_json::from_str(&r.body).map_err(|_| RouterError::UpstreamUnavailable {
+        let v: Value = json::parse(&r.body).map_err(|_| RouterError::UpstreamUnavailable {
             message: "upstream answered countTokens with an unreadable body".into(),
         })?;
         return respond::json(200, &v);

@@ -8,10 +8,11 @@ use crate::respond::{self, Answer};
 use crate::state::State;
 use llm_key_router_core::config::KeyConfig;
 use llm_key_router_core::error::RouterError;
+use llm_key_router_core::json::object;
 use llm_key_router_core::observe::{self, AvailabilityRead, HealthInput, Layout};
 use llm_key_router_core::store::upstash::Upstash;
 use llm_key_router_core::wire::api::Surface;
-use serde_json::{json, Value};
+use serde_json::Value;
 use worker::Date;
 
 /// Reads everything in one `stats_v1` round trip and builds the `/stats` document.
@@ -29,8 +30,7 @@ pub(super) async fn read_stats(cx: &Ctx<'_>) -> Result<observe::Stats, RouterErr
 
 pub(super) async fn stats(cx: &Ctx<'_>) -> Answer {
     let s = read_stats(cx).await?;
-    let v = serde_json::to_value(&s).map_err(|e| RouterError::Internal { message: format!("stats: {e}") })?;
-    respond::json(200, &v)
+    respond::json(200, &s.to_json())
 }
 
 pub(super) async fn metrics(cx: &Ctx<'_>) -> Answer {
@@ -133,5 +133,5 @@ async fn model_availability(cx: &Ctx<'_>) -> Result<Vec<(String, bool)>, RouterE
 
 fn gemini_models_list(avail: &[(String, bool)]) -> Value {
     let models: Vec<Value> = avail.iter().map(|(m, _)| llm_key_router_core::wire::api::gemini_model(m)).collect();
-    json!({"models": models})
+    object(vec![("models", models.into())])
 }

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import time
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -204,6 +205,20 @@ class Env:
 
     def rest_stats(self) -> dict:
         return self.rest_http.get(self.rest.url + "/_local/stats", timeout=10).json()
+
+    def wait_rest_requests(self, n: int, timeout: float = 5.0) -> dict:
+        """Polls the REST server until it has answered `n` requests since the last reset: a
+        one-shot success settles after its answer (`ctx.wait_until`), shortly after."""
+        deadline = time.time() + timeout
+        while True:
+            stats = self.rest_stats()
+            if stats["http_requests"] >= n or time.time() > deadline:
+                return stats
+            time.sleep(0.02)
+
+    def rest_delay(self, ms: int):
+        """Adds `ms` to every Redis answer of the REST server (0 to stop)."""
+        self.rest_http.post(self.rest.url + "/_local/delay", json={"ms": ms}, timeout=10).raise_for_status()
 
     def rest_stats_reset(self):
         self.rest_http.post(self.rest.url + "/_local/stats/reset", timeout=10)

@@ -207,4 +207,7 @@ def test_conversation_send_costs_one_round_trip_before_upstream_and_one_after(wo
     r = send(worker, cid, "What is 2+2?")  # no model: the conversation's own is used
     assert r.status_code == 200, r.text
     assert r.json()["model_used"] == "gemini-2.5-pro"
+    # Both before the answer: the stored turn is readable as soon as the send is answered.
     assert clean.rest_stats()["http_requests"] == 2
+    time.sleep(0.2)
+    assert clean.rest_stats()["http_requests"] == 2, "nothing is left for after the answer"

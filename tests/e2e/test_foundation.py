@@ -61,19 +61,47 @@ def test_five_rapid_requests_rotate_across_flash_keys_seed_test_8(worker, clean)
     assert all(a != b for a, b in zip(used, used[1:])), used
 
 
-def test_exactly_one_redis_round_trip_before_upstream_and_one_after(worker, clean):
+def test_exactly_one_redis_round_trip_before_the_answer_and_the_settle_after_it(worker, clean):
     worker.generate("warm the script cache")
+    clean.wait_rest_requests(2)
+    time.sleep(0.2)
     clean.rest_stats_reset()
     r = worker.generate("What is 2+2?")
     assert r.status_code == 200
+    # Only the reservation came before the answer...
     stats = clean.rest_stats()
-    # reserve (before the upstream call) + settle (after): two REST calls in all.
+    assert stats["http_requests"] <= 2, stats
+    # ...and the settle follows it (ctx.wait_until): two REST calls in all.
+    stats = clean.wait_rest_requests(2)
     assert stats["http_requests"] == 2, stats
     assert stats["by_path"]["/"] == 2, stats
+    time.sleep(0.2)
+    assert clean.rest_stats()["http_requests"] == 2
+
+
+def test_the_answer_waits_for_one_redis_round_trip_not_two(worker, clean):
+    """With every Redis answer 300 ms late, a one-shot answer takes one delay (the
+    reservation), not two: the settle lands after the answer."""
+    worker.generate("warm the script cache")
+    clean.wait_rest_requests(2)
+    time.sleep(0.2)
+    clean.rest_delay(300)
+    try:
+        clean.rest_stats_reset()
+        t0 = time.time()
+        r = worker.generate("What is 2+2?")
+        elapsed = time.time() - t0
+        assert r.status_code == 200, r.text
+        assert 0.3 <= elapsed < 0.55, elapsed
+        assert clean.wait_rest_requests(2)["http_requests"] == 2
+    finally:
+        clean.rest_delay(0)
 
 
 def test_settle_replaces_estimate_with_real_prompt_tokens(worker, clean):
+    clean.rest_stats_reset()
     r = worker.generate("What is 2+2?")
+    clean.wait_rest_requests(2)
     b = r.json()
     key = b["key_id"]
     toks = clean.redis_cmd("HGETALL", f"{{llmr}}:t:{key}:{FLASH}")

@@ -2,7 +2,6 @@
 //! SHA-256 of their token (never the token itself), scopes, and optional per-client limits.
 //! Tokens are hashed on arrival and compared with every client's digest in constant time.
 
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -62,30 +61,6 @@ impl Client {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawClient {
-    id: String,
-    token_sha256: String,
-    scopes: Vec<String>,
-    #[serde(default)]
-    rpm: Option<i64>,
-    #[serde(default)]
-    burst: Option<i64>,
-    #[serde(default)]
-    daily_tokens: Option<i64>,
-    #[serde(default)]
-    tpm: Option<i64>,
-    #[serde(default)]
-    models: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawClients {
-    clients: Vec<RawClient>,
-}
-
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Clients {
     pub clients: Vec<Client>,
@@ -108,10 +83,10 @@ fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 impl Clients {
     pub fn parse(json: &str) -> Result<Clients, Vec<String>> {
-        let raw: RawClients = serde_json::from_str(json).map_err(|e| vec![format!("CLIENTS_JSON: {e}")])?;
+        let raw = super::raw::raw_clients(json).map_err(|e| vec![format!("CLIENTS_JSON: {e}")])?;
         let mut errors = Vec::new();
         let mut clients = Vec::new();
-        for (i, c) in raw.clients.into_iter().enumerate() {
+        for (i, c) in raw.into_iter().enumerate() {
             let at = format!("CLIENTS_JSON.clients[{i}]");
             if !crate::ids::valid_name(&c.id) {
                 errors.push(format!("{at}.id: must be 1-64 characters of A-Z a-z 0-9 - _ ."));

@@ -5,49 +5,11 @@
 //! field and the reason, and all errors are collected, so `/health` can show them at once.
 
 pub mod auth;
+mod raw;
 
 pub use crate::ids::valid_name;
 
-use serde::Deserialize;
 use std::collections::BTreeMap;
-
-/// One key as written in `keys.json`. Limits are read as signed numbers so that a negative
-/// value gets a clear "must be > 0" instead of a serde type error.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKey {
-    key_id: String,
-    model_name: String,
-    #[serde(default = "default_provider")]
-    provider: String,
-    rpm: i64,
-    tpm: i64,
-    rpd: i64,
-    #[serde(default = "default_true")]
-    active: bool,
-    #[serde(default)]
-    quota_group: Option<String>,
-    #[serde(default)]
-    weight: Option<f64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKeysFile {
-    keys: Vec<RawKey>,
-    /// Model fallback chains, e.g. `{"gemini-2.5-pro": ["gemini-2.5-flash"]}`. Used only when a
-    /// request opts in with `allow_fallback`.
-    #[serde(default)]
-    fallbacks: BTreeMap<String, Vec<String>>,
-}
-
-fn default_provider() -> String {
-    "gemini".into()
-}
-
-fn default_true() -> bool {
-    true
-}
 
 /// A validated key of the pool. The secret is not here: it is looked up by [`secret_names`].
 #[derive(Debug, Clone, PartialEq)]
@@ -72,7 +34,7 @@ pub struct KeyPool {
 
 impl KeyPool {
     pub fn parse(json: &str) -> Result<KeyPool, Vec<String>> {
-        let raw: RawKeysFile = serde_json::from_str(json).map_err(|e| vec![format!("keys.json: {e}")])?;
+        let raw = raw::RawKeysFile::parse(json).map_err(|e| vec![format!("keys.json: {e}")])?;
         let mut errors = Vec::new();
         let mut keys = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
@@ -110,7 +72,7 @@ impl KeyPool {
             }
             let weight = k.weight.unwrap_or(1.0);
             if !(weight.is_finite() && weight > 0.0 && weight <= 1000.0) {
-                errors.push(format!("{at}.weight: must be > 0 and <= 1000, got {weight}"));
+                errors.push(format!("{at}.weight: must be > 0 and <= 1000, got {}", crate::json::float(weight)));
             }
             keys.push(KeyConfig {
                 key_id: k.key_id,
@@ -135,13 +97,13 @@ impl KeyPool {
                 }
             }
         }
-        let models: std::collections::BTreeSet<&str> = keys.iter().map(|k| k.model.as_str()).collect();
+        let serves = |m: &str| keys.iter().any(|k: &KeyConfig| k.model == m);
         for (from, chain) in &raw.fallbacks {
-            if !models.contains(from.as_str()) {
+            if !serves(from) {
                 errors.push(format!("fallbacks.{from}: no key serves model '{from}'"));
             }
             for to in chain {
-                if !models.contains(to.as_str()) {
+                if !serves(to) {
                     errors.push(format!("fallbacks.{from}: no key serves fallback model '{to}'"));
                 }
             }
@@ -164,8 +126,14 @@ impl KeyPool {
     }
 
     pub fn models(&self) -> Vec<String> {
-        let set: std::collections::BTreeSet<String> = self.keys.iter().map(|k| k.model.clone()).collect();
-        set.into_iter().collect()
+        // Sorted and deduplicated by inserting in place: no sort instance for one short list.
+        let mut out: Vec<String> = Vec::new();
+        for k in &self.keys {
+            if let Err(at) = out.binary_search(&k.model) {
+                out.insert(at, k.model.clone());
+            }
+        }
+        out
     }
 
     /// A short fingerprint of the pool: a key disabled for an invalid secret stays disabled until

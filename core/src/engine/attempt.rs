@@ -5,7 +5,7 @@
 use super::ports::{ChunkSource, Runtime, StreamOpen, Upstream, UpstreamError};
 use super::Router;
 use crate::store::upstash::HttpReply;
-use crate::wire::sse::{SseParser, StreamTally};
+use crate::wire::sse::{Event, SseParser, StreamTally};
 use futures_util::future::{select, Either};
 
 /// What one upstream call gave back.
@@ -21,7 +21,7 @@ pub(super) struct FirstEvents<S> {
     pub source: S,
     pub parser: SseParser,
     pub tally: StreamTally,
-    pub events: Vec<String>,
+    pub events: Vec<Event>,
 }
 
 /// Which Gemini method an attempt calls.
@@ -91,8 +91,7 @@ impl<'a, Q, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                 },
             };
             for e in new {
-                tally.observe(&e);
-                events.push(e);
+                events.push(tally.record(e));
             }
         }
         Ok(FirstEvents { source, parser, tally, events })

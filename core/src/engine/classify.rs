@@ -85,7 +85,7 @@ pub fn classify(status: u16, body: &str) -> UpstreamOutcome {
     if (200..300).contains(&status) {
         return UpstreamOutcome::Success;
     }
-    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let v: Value = crate::json::parse(body).unwrap_or(Value::Null);
     let err = &v["error"];
     let grpc = err["status"].as_str().filter(|s| !s.is_empty());
     let key_reason =

@@ -29,9 +29,9 @@ mod settle;
 #[cfg(test)]
 mod tests;
 
-pub use plan::upstream_history;
+pub use plan::{upstream_history, CONV_MEDIA_BYTES, CONV_TURN_MEDIA_BYTES};
 pub use ports::{secret_from_lookup, ChunkSource, QuotaStore, Runtime, Secrets, StreamOpen, Upstream, UpstreamError};
-pub use settle::{conversation_turns, PendingStream, StreamFinish};
+pub use settle::{conversation_turns, DeferredSettle, PendingStream, StreamFinish};
 
 use crate::config::{KeyPool, Settings};
 use crate::error::RouterError;
@@ -62,6 +62,13 @@ pub struct Attempt {
     pub duration_ms: u64,
 }
 
+impl Attempt {
+    /// The attempt as JSON, serialized here so the worker crate does not instantiate it again.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("an attempt serializes")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Success {
     pub reply: Reply,
@@ -73,6 +80,11 @@ pub struct Success {
     pub attempts: Vec<Attempt>,
     pub omitted_turns: usize,
     pub message_count: Option<u64>,
+    /// The settle still to run, after the answer, for a one-shot request (no conversation):
+    /// the caller must run it ([`Router::settle_deferred`], or `settle_v1` with
+    /// [`DeferredSettle::settle_call`] in `ctx.wait_until`). `None` when the settle already
+    /// ran before the answer (a conversation send: its stored turn must be readable at once).
+    pub deferred: Option<DeferredSettle>,
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +171,14 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                 Err(fail(RouterError::Internal { message: "an embedding call produced a stream".into() }))
             }
         }
+    }
+
+    /// Runs the settle a one-shot success left for after its answer.
+    pub async fn settle_deferred(
+        &self,
+        d: &DeferredSettle,
+    ) -> Result<crate::store::Settled, crate::store::upstash::StoreError> {
+        self.store.settle(&d.settle_spec()).await
     }
 
     /// The request path for both unary and streamed calls.

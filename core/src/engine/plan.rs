@@ -6,11 +6,24 @@ use super::ports::{Runtime, Secrets};
 use super::{Caller, Router};
 use crate::config::{Estimator, KeyConfig, KeyPool, Settings};
 use crate::error::RouterError;
-use crate::quota::media::{contents_tokens, families};
-use crate::quota::{estimate_tokens, non_text_bytes, request_estimate, request_texts};
+use crate::quota::media::{contents_tokens, families, inline_bytes, Family};
+use crate::quota::{estimate_tokens, non_text_bytes, request_texts, turn_estimate};
 use crate::store::{keys, Bucket, ConvLock};
 use crate::wire::gemini::GenerateRequest;
 use serde_json::{json, Value};
+
+/// The most inline media (base64 bytes of `inlineData.data`) one conversation send may add to
+/// its conversation: 4 MiB, about a 3 MB image, the size of agents' screenshots (0.5–3 MB).
+/// The turn is written to the store in one REST request (the settle), which stays well under
+/// Upstash's 10 MB request limit of its smallest plans.
+pub const CONV_TURN_MEDIA_BYTES: u64 = 4 << 20;
+/// The most inline media a conversation may hold: 16 MiB (four full turns). Every send reads
+/// the whole history back through REST in the reservation's reply and parses it, so this bounds
+/// what each turn costs in REST transfer, worker CPU and isolate memory (the reply, the parsed
+/// turns and the upstream body are each about this size, well inside the 128 MB isolate).
+/// Past either cap the send is refused with 413 `conversation_too_large`; media is never
+/// dropped silently. Start a new conversation, or send the media outside one.
+pub const CONV_MEDIA_BYTES: u64 = 16 << 20;
 
 /// How long a streamed conversation send may hold the conversation's lock.
 pub(super) const STREAM_LOCK_MS: u64 = 600_000;
@@ -39,6 +52,9 @@ pub(super) struct Plan {
     pub embed: Option<(&'static str, String)>,
     /// Files and cached contents the request names: reserved only on their owner's group.
     pub owned: Vec<String>,
+    /// The media of the new turns by its token cost (`quota::media`), the worst case over the
+    /// chain: what they add to a conversation's history estimate besides their text.
+    pub new_media_tokens: u64,
 }
 
 impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
@@ -69,15 +85,21 @@ impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
             // A stream holds the lock until its settle, which may be long after the deadline of
             // the first byte; the settle releases it as soon as the stream ends.
             lock_ms: if stream { STREAM_LOCK_MS } else { self.settings.request_deadline_ms + 5_000 },
+            history_budget: Some(self.settings.context_budget_tokens),
         });
         // Media by what Google charges for it (`quota::media`), read in place, the worst case
         // over the chain; the bare body then leaves the media data out (no second copy).
+        if conv.is_some() {
+            check_turn_media(&req.contents)?;
+        }
         let (system, gen) = (req.passthrough.get("systemInstruction"), req.passthrough.get("generationConfig"));
-        let media = families(&models)
-            .into_iter()
-            .map(|f| contents_tokens(req.contents.iter().chain(system), gen, f))
-            .max()
-            .unwrap_or(0);
+        let fams = families(&models);
+        let worst = |contents: &mut dyn Iterator<Item = &Value>, fams: &[Family]| {
+            let all: Vec<&Value> = contents.collect();
+            fams.iter().map(|&f| contents_tokens(all.iter().copied(), gen, f)).max().unwrap_or(0)
+        };
+        let media = worst(&mut req.contents.iter().chain(system), &fams);
+        let new_media_tokens = if conv.is_some() { worst(&mut req.contents.iter(), &fams) } else { 0 };
         let bare_body = req.to_gemini_without_media_data();
         let est =
             estimate_tokens(request_texts(&bare_body), self.settings.estimator) + non_text_bytes(&bare_body) + media;
@@ -91,8 +113,37 @@ impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
             deadline: started + self.settings.request_deadline_ms,
             embed: None,
             owned: crate::files::referenced(req),
+            new_media_tokens,
         })
     }
+}
+
+/// A conversation send's own media must fit [`CONV_TURN_MEDIA_BYTES`].
+fn check_turn_media(contents: &[Value]) -> Result<(), RouterError> {
+    let turn = inline_bytes(contents);
+    if turn > CONV_TURN_MEDIA_BYTES {
+        return Err(RouterError::ConversationTooLarge {
+            message: format!(
+                "this turn carries {turn} bytes of inline media; a conversation turn may carry at most \
+                 {CONV_TURN_MEDIA_BYTES} (send it outside the conversation, or use a file URL)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The conversation's stored media plus the new turns' must fit [`CONV_MEDIA_BYTES`].
+fn check_conversation_media(history: &[Value], contents: &[Value]) -> Result<(), RouterError> {
+    let (stored, new) = (inline_bytes(history), inline_bytes(contents));
+    if new > 0 && stored + new > CONV_MEDIA_BYTES {
+        return Err(RouterError::ConversationTooLarge {
+            message: format!(
+                "the conversation holds {stored} bytes of inline media and this turn adds {new}; a conversation \
+                 may hold at most {CONV_MEDIA_BYTES} (start a new conversation)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Keys that may be offered for `model`: active and with a secret. While the conversation's
@@ -139,18 +190,32 @@ pub(super) fn buckets(settings: &Settings, caller: &Caller) -> Vec<Bucket> {
 /// The body sent upstream: the stored history (trimmed to the context budget) before the new
 /// turns, and the conversation's stored system instruction unless the request carries one.
 /// Returns the body and how many stored turns were left out. `req` has its tool results
-/// already named ([`resolve_tool_names`]).
+/// already named ([`resolve_tool_names`]). Fails with 413 `conversation_too_large` when the new
+/// turns' media would take the conversation past [`CONV_MEDIA_BYTES`] (counted over every
+/// stored turn, not only those sent).
 pub(super) fn upstream_body(
     req: &GenerateRequest,
     stored: &[String],
     stored_system: Option<String>,
     settings: &Settings,
-) -> (String, usize) {
+) -> Result<(String, usize), RouterError> {
     let answers_calls = req.contents.first().is_some_and(has_function_response);
-    let (history, omitted) =
-        upstream_history(stored, settings.context_budget_tokens, settings.estimator, answers_calls);
+    let turns = parse_turns(stored);
+    if req.conversation_id.is_some() {
+        check_conversation_media(&turns, &req.contents)?;
+    }
+    let (history, omitted) = trim_history(turns, settings.context_budget_tokens, settings.estimator, answers_calls);
     // Serialized from borrowed parts: the request's media is not copied again.
-    (req.to_gemini_string(&history, stored_system.as_deref()), omitted)
+    Ok((req.to_gemini_string(&history, stored_system.as_deref()), omitted))
+}
+
+/// Stored turns as sent upstream: only `role` and `parts`.
+fn parse_turns(stored: &[String]) -> Vec<Value> {
+    stored
+        .iter()
+        .filter_map(|t| crate::json::parse(t).ok())
+        .map(|mut t| crate::json::object(vec![("role", t["role"].take()), ("parts", t["parts"].take())]))
+        .collect()
 }
 
 fn has_function_response(turn: &Value) -> bool {
@@ -162,9 +227,10 @@ fn opens_exchange(turn: &Value) -> bool {
     turn["role"] == "user" && !has_function_response(turn)
 }
 
-/// Stored turns as sent upstream (only `role` and `parts`, whole: text, `functionCall` with its
-/// `thoughtSignature`, `functionResponse`), leaving out the oldest turns while the estimate
-/// exceeds the context budget. They stay in storage.
+/// Stored turns as sent upstream (only `role` and `parts`, whole: text, media, `functionCall`
+/// with its `thoughtSignature`, `functionResponse`), leaving out the oldest turns while the
+/// estimate exceeds the context budget. They stay in storage. Media counts by its token cost
+/// (`quota::media`, Gemini 2.x tiles), not its bytes: a 1.5 MB image is 516 tokens.
 ///
 /// The history is only ever cut just before a user turn that opens an exchange (one without
 /// a `functionResponse`), so it never starts with a model turn or an orphaned tool result, and
@@ -177,12 +243,11 @@ pub fn upstream_history(
     estimator: Estimator,
     answers_calls: bool,
 ) -> (Vec<Value>, usize) {
-    let turns: Vec<Value> = stored
-        .iter()
-        .filter_map(|t| serde_json::from_str::<Value>(t).ok())
-        .map(|t| json!({"role": t["role"], "parts": t["parts"]}))
-        .collect();
-    let sizes: Vec<u64> = turns.iter().map(|t| request_estimate(&json!({"contents": [t]}), estimator)).collect();
+    trim_history(parse_turns(stored), budget, estimator, answers_calls)
+}
+
+fn trim_history(mut turns: Vec<Value>, budget: u64, estimator: Estimator, answers_calls: bool) -> (Vec<Value>, usize) {
+    let sizes: Vec<u64> = turns.iter().map(|t| turn_estimate(t, estimator)).collect();
     let mut total: u64 = sizes.iter().sum();
     // Where a cut may start: before every later exchange opener, and at the end (everything
     // left out) unless the new turns answer a stored call.
@@ -198,7 +263,7 @@ pub fn upstream_history(
         total -= sizes[start..cut].iter().sum::<u64>();
         start = cut;
     }
-    (turns[start..].to_vec(), start)
+    (turns.split_off(start), start)
 }
 
 /// Names the tool results that a conversation send carried without their calls
@@ -212,7 +277,7 @@ pub(super) fn resolve_tool_names(contents: &[Value], stored: &[String]) -> Resul
         return Ok(None);
     }
     let mut names: Vec<(String, String)> = Vec::new();
-    for t in stored.iter().filter_map(|t| serde_json::from_str::<Value>(t).ok()) {
+    for t in stored.iter().filter_map(|t| crate::json::parse(t).ok()) {
         let calls = t["parts"].as_array().into_iter().flatten().filter_map(|p| p["functionCall"]["name"].as_str());
         let ids = t["tool_call_ids"].as_array().into_iter().flatten().filter_map(Value::as_str);
         names.extend(ids.zip(calls).map(|(i, n)| (i.to_string(), n.to_string())));

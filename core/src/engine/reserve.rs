@@ -28,6 +28,24 @@ pub(super) struct Granted<'p> {
     pub system: Option<String>,
     /// What the reservation debited from the caller's budget, for the settle to correct.
     pub budget: Option<crate::store::BudgetSettle>,
+    /// The oldest stored turns the script did not read back (outside the context budget).
+    pub skipped: usize,
+}
+
+/// Strips the `{"skipped":n}` marker `reserve_v1` puts first when it read only the newest turns.
+fn split_skipped(mut history: Vec<String>) -> (Vec<String>, usize) {
+    let skipped = history
+        .first()
+        .and_then(|t| t.strip_prefix("{\"skipped\":"))
+        .and_then(|rest| rest.strip_suffix('}'))
+        .and_then(|n| n.parse::<usize>().ok());
+    match skipped {
+        Some(n) => {
+            history.remove(0);
+            (history, n)
+        }
+        None => (history, 0),
+    }
 }
 
 /// Why no key was reserved.
@@ -72,7 +90,8 @@ impl<'a, Q: QuotaStore, U, R> Router<'a, Q, U, R> {
                 };
                 let budget =
                     spec.budget.as_ref().map(|b| crate::store::BudgetSettle { client: b.client.clone(), day, est });
-                Ok(Granted { key, chosen_model, day, history, system, budget })
+                let (history, skipped) = split_skipped(history);
+                Ok(Granted { key, chosen_model, day, history, system, skipped, budget })
             }
             Reservation::NoCandidates => Err(Denied::Stop(RouterError::UnknownModel { model })),
             Reservation::Refused { limit, retry_at, now, bucket } => {

@@ -8,10 +8,10 @@
 use super::attempt::FirstEvents;
 use super::Attempt;
 use crate::config::{Estimator, KeyConfig};
-use crate::quota::{estimate_tokens, non_text_bytes};
+use crate::quota::{estimate_tokens, non_text_bytes, request_estimate};
 use crate::store::{settle_call, ConvLock, ConvSettle, CooldownSpec, SettleSpec};
 use crate::wire::gemini::{ModelOutput, Usage};
-use crate::wire::sse::{SseParser, StreamTally};
+use crate::wire::sse::{Event, SseParser, StreamTally};
 use serde_json::{json, Value};
 
 /// The accounting half of an attempt's verdict: what the settle writes about the key.
@@ -69,6 +69,59 @@ pub(super) fn settle_spec<'k>(
     }
 }
 
+/// The settle of a successful one-shot answer (no conversation), left to run after the answer
+/// has been sent (the worker runs it in `ctx.wait_until`): the request then waits for one
+/// Redis round trip, the reservation. Owned, so it outlives the request's borrows.
+///
+/// If it never runs (the isolate is evicted first), the reservation's estimate stays in the
+/// window in place of the real usage. The estimate is an upper bound (the UTF-8 bytes, or the
+/// configured estimator's), so the window only ever counts more than Google did: safe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeferredSettle {
+    key: KeyConfig,
+    client_id: String,
+    rid: String,
+    day: i64,
+    charge: Charge,
+    /// The caller's budget debit, corrected with the real usage.
+    budget: Option<crate::store::BudgetSettle>,
+}
+
+impl DeferredSettle {
+    pub(super) fn new(r: Reserved<'_>, charge: Charge) -> DeferredSettle {
+        DeferredSettle {
+            key: r.key.clone(),
+            client_id: r.client_id.to_string(),
+            rid: r.rid,
+            day: r.day,
+            charge,
+            budget: r.budget,
+        }
+    }
+
+    /// The settle to write. A success never disables a key, so no fingerprint is written.
+    pub fn settle_spec(&self) -> SettleSpec<'_> {
+        let reserved = Reserved {
+            key: &self.key,
+            client_id: &self.client_id,
+            rid: self.rid.clone(),
+            day: self.day,
+            budget: self.budget.clone(),
+        };
+        settle_spec(reserved, self.charge.clone(), "", None)
+    }
+
+    /// KEYS/ARGV of [`DeferredSettle::settle_spec`] for `settle_v1`, for glue that calls the
+    /// script itself after the answer.
+    pub fn settle_call(&self) -> (Vec<String>, Vec<String>) {
+        settle_call(&self.settle_spec())
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.key.key_id
+    }
+}
+
 /// The turns a successful send appends to its conversation: the new turn(s) as sent (stamped
 /// with when they were sent), then the model's answer with its usage.
 ///
@@ -89,12 +142,24 @@ pub fn conversation_turns(
     answer: &ModelOutput,
     usage: &Usage,
     answered_at: u64,
+    estimator: Estimator,
 ) -> Vec<String> {
+    // `est`: the turn's estimate as `upstream_history` computes it, read by `reserve_v1` to
+    // return only the newest turns that fit the context budget. Keys serialize sorted, so every
+    // turn starts `{"at":ms,"est":n,` (the script reads that prefix).
+    let est = |role: &Value, parts: &Value| {
+        request_estimate(&json!({"contents": [{"role": role, "parts": parts}]}), estimator)
+    };
     let mut turns: Vec<String> = new_contents
         .iter()
-        .map(|c| json!({"role": c["role"], "parts": c["parts"], "at": sent_at}).to_string())
+        .map(|c| {
+            json!({"role": c["role"], "parts": c["parts"], "at": sent_at, "est": est(&c["role"], &c["parts"])})
+                .to_string()
+        })
         .collect();
-    let mut model = json!({"role": "model", "parts": answer.model_parts(), "at": answered_at, "usage": usage});
+    let parts = json!(answer.model_parts());
+    let est_model = est(&json!("model"), &parts);
+    let mut model = json!({"role": "model", "parts": parts, "at": answered_at, "est": est_model, "usage": usage});
     if !answer.calls.is_empty() {
         model["tool_call_ids"] = json!(answer.call_ids());
     }
@@ -119,7 +184,8 @@ pub struct PendingStream<S> {
     pub source: S,
     pub parser: SseParser,
     pub tally: StreamTally,
-    pub first_events: Vec<String>,
+    /// The events read before the hand-over, each parsed once (recorded in `tally`).
+    pub first_events: Vec<Event>,
     pub finish: StreamFinish,
     pub attempts: Vec<Attempt>,
     pub model_used: String,
@@ -174,7 +240,7 @@ impl StreamFinish {
         let usage = tally.usage.unwrap_or_default();
         let conv = self.conv.as_ref().map(|c| {
             let turns = if complete {
-                conversation_turns(&self.new_contents, self.started_at, &tally.out, &usage, now_ms)
+                conversation_turns(&self.new_contents, self.started_at, &tally.out, &usage, now_ms, self.estimator)
             } else {
                 Vec::new()
             };

@@ -31,7 +31,9 @@ impl Out {
             }
             self.text.push('}');
         }
-        let _ = writeln!(self.text, " {value}");
+        self.text.push(' ');
+        self.text.push_str(&crate::json::float(value));
+        self.text.push('\n');
     }
 }
 
@@ -47,7 +49,7 @@ fn totals_metrics(o: &mut Out, prefix: &str, rows: &[(Vec<(&str, &str)>, &Totals
     o.family(&format!("{prefix}_outcomes_total"), "counter", "Settled attempts by outcome.");
     for (l, t) in rows {
         let mut all: Vec<(&str, u64)> = vec![("success", t.successes)];
-        all.extend(t.failures.iter().map(|(k, v)| (k.as_str(), *v)));
+        all.extend(t.failures.iter());
         for (outcome, v) in all {
             let mut labels = l.clone();
             labels.push(("outcome", outcome));

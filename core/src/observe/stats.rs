@@ -6,7 +6,6 @@ use super::key_status::{day_count_today, hash_u64, Hash, KeyCounts, KeyState, Ke
 use super::stats_v1::{Layout, Raw};
 use crate::config::KeyPool;
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 /// Version of the `/stats` JSON. Bump it on any change that is not a pure addition.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -15,12 +14,58 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const OUTCOMES: [&str; 8] =
     ["success", "rate_limited", "transient", "timeout", "transport", "key_rejected", "client_error", "not_sent"];
 
+/// Counts by name, kept sorted by name and written as a JSON object: a sorted list rather than a
+/// `BTreeMap<String, u64>`, whose insertion code would be compiled for this one use.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counts(Vec<(String, u64)>);
+
+impl Counts {
+    /// Adds `v` to the count of `name` (a new name starts at 0).
+    pub fn add(&mut self, name: &str, v: u64) {
+        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(name)) {
+            Ok(i) => self.0[i].1 += v,
+            Err(i) => self.0.insert(i, (name.to_owned(), v)),
+        }
+    }
+
+    /// Sets the count of `name`.
+    pub fn set(&mut self, name: &str, v: u64) {
+        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(name)) {
+            Ok(i) => self.0[i].1 = v,
+            Err(i) => self.0.insert(i, (name.to_owned(), v)),
+        }
+    }
+
+    /// Name and count, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|(_, v)| v).sum()
+    }
+}
+
+/// The count of a name; panics for a name never counted, like a map's index.
+impl std::ops::Index<&str> for Counts {
+    type Output = u64;
+    fn index(&self, name: &str) -> &u64 {
+        &self.0[self.0.binary_search_by(|(k, _)| k.as_str().cmp(name)).expect("a counted name")].1
+    }
+}
+
+impl Serialize for Counts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Totals {
     pub requests: u64,
     pub successes: u64,
     /// Attempts by failure kind: every outcome bucket but `success`, zeros included.
-    pub failures: BTreeMap<String, u64>,
+    pub failures: Counts,
     pub failures_total: u64,
     /// Upstream 429 answers (the `rate_limited` outcome).
     pub upstream_429s: u64,
@@ -31,19 +76,21 @@ pub struct Totals {
 
 impl Totals {
     pub fn from_hash(h: &Hash) -> Totals {
-        let mut failures: BTreeMap<String, u64> =
-            OUTCOMES.iter().filter(|o| **o != "success").map(|o| (o.to_string(), 0)).collect();
+        let mut failures = Counts::default();
+        for o in OUTCOMES.iter().filter(|o| **o != "success") {
+            failures.set(o, 0);
+        }
         for (k, _) in h.iter() {
             if let Some(o) = k.strip_prefix("outcome:") {
                 if o != "success" {
-                    failures.insert(o.to_string(), hash_u64(h, k));
+                    failures.set(o, hash_u64(h, k));
                 }
             }
         }
         Totals {
             requests: hash_u64(h, "requests"),
             successes: hash_u64(h, "outcome:success"),
-            failures_total: failures.values().sum(),
+            failures_total: failures.total(),
             upstream_429s: hash_u64(h, "outcome:rate_limited"),
             failures,
             tokens_in: hash_u64(h, "tokens_in"),
@@ -55,8 +102,8 @@ impl Totals {
     pub fn add(&mut self, o: &Totals) {
         self.requests += o.requests;
         self.successes += o.successes;
-        for (k, v) in &o.failures {
-            *self.failures.entry(k.clone()).or_insert(0) += v;
+        for (k, v) in o.failures.iter() {
+            self.failures.add(k, v);
         }
         self.failures_total += o.failures_total;
         self.upstream_429s += o.upstream_429s;
@@ -307,7 +354,7 @@ pub fn build_stats(pool: &KeyPool, layout: &Layout, raw: &Raw, fingerprint: &str
         audit: raw
             .audit
             .iter()
-            .map(|e| serde_json::from_str(e).unwrap_or_else(|_| serde_json::Value::String(e.clone())))
+            .map(|e| crate::json::parse(e).unwrap_or_else(|_| serde_json::Value::String(e.clone())))
             .collect(),
     }
 }

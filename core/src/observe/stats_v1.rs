@@ -5,10 +5,9 @@
 
 use super::key_status::{hash_from_value, Hash, RedisNow};
 use crate::config::KeyPool;
+use crate::store::contract::{parse_reply, Fields};
 use crate::store::keys;
 use crate::store::upstash::{Script, StoreError, Transport, Upstash};
-use serde::de::{DeserializeOwned, Error as _};
-use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
 pub static STATS: Script = Script::new(
@@ -87,64 +86,48 @@ pub async fn read_stats<T: Transport>(
 }
 
 /// A quota group's figures: live window entries and tokens, the day count, the cooldown hash.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RawGroup {
-    #[serde(deserialize_with = "whole")]
     pub count: u64,
-    #[serde(deserialize_with = "whole")]
     pub tokens: u64,
     /// The stored Pacific day of `day_count` (`null`: no day hash).
-    #[serde(deserialize_with = "opt_int")]
     pub day: Option<i64>,
-    #[serde(deserialize_with = "whole")]
     pub day_count: u64,
-    #[serde(rename = "cd", deserialize_with = "flat_hash")]
+    /// `cd` in the reply.
     pub cooldown: Hash,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RawKey {
-    #[serde(rename = "dis", deserialize_with = "flat_hash")]
+    /// `dis` in the reply.
     pub disabled: Hash,
-    #[serde(deserialize_with = "flat_hash")]
     pub stats: Hash,
 }
 
 /// The decoded reply of `stats_v1`. Additions to the reply are ignored; removals are errors.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Raw {
     /// Redis `TIME` in ms.
-    #[serde(deserialize_with = "whole")]
     pub now: u64,
     /// The Pacific day of `now`, as `pacific.lua` computes it.
-    #[serde(deserialize_with = "int")]
     pub day: i64,
-    #[serde(deserialize_with = "flat_hash")]
     pub last: Hash,
-    #[serde(deserialize_with = "flat_hash")]
     pub global: Hash,
-    #[serde(deserialize_with = "lua_list")]
     pub groups: Vec<RawGroup>,
-    #[serde(deserialize_with = "lua_list")]
     pub keys: Vec<RawKey>,
-    #[serde(deserialize_with = "lua_hash_list")]
     pub clients: Vec<Hash>,
     /// The newest admin audit entries (JSON objects as `admin_v1` wrote them), newest first.
-    #[serde(default, deserialize_with = "lua_list")]
     pub audit: Vec<String>,
     /// Each client's budget use, in `clients` order.
-    #[serde(default, deserialize_with = "lua_list")]
     pub budgets: Vec<RawBudget>,
 }
 
 /// A client's budget use: the day hash and the live tokens of its rolling minute.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RawBudget {
-    #[serde(deserialize_with = "opt_int")]
+    /// The stored Pacific day of `used` (`null`: no day hash).
     pub day: Option<i64>,
-    #[serde(deserialize_with = "whole")]
     pub used: u64,
-    #[serde(deserialize_with = "whole")]
     pub minute: u64,
 }
 
@@ -155,74 +138,92 @@ impl Raw {
     }
 }
 
+const SCRIPT: &str = "stats_v1";
+
+/// An HGETALL answer (a flat list, or `{}` when empty) as a [`Hash`].
+fn hash(f: &mut Fields, name: &'static str) -> Result<Hash, StoreError> {
+    let v = f.value(name)?;
+    hash_from_value(v).map_err(|e| f.error(format_args!("field `{name}`: {e}")))
+}
+
+/// A Lua list of HGETALL answers.
+fn hashes(f: &mut Fields, name: &'static str) -> Result<Vec<Hash>, StoreError> {
+    let list = f.list(name)?;
+    let mut out = Vec::with_capacity(list.len());
+    for (i, v) in list.iter().enumerate() {
+        out.push(hash_from_value(v).map_err(|e| f.error(format_args!("field `{name}`: entry {i}: {e}")))?);
+    }
+    Ok(out)
+}
+
+/// Each entry of the Lua list `name`, read as an object by `read` (the shape is `name[i]`).
+fn entries<T>(
+    top: &mut Fields,
+    name: &'static str,
+    read: fn(&mut Fields) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let list = top.list(name)?;
+    let mut out = Vec::with_capacity(list.len());
+    for (i, v) in list.iter().enumerate() {
+        let shape = format!("{name}[{i}]");
+        out.push(read(&mut Fields::new(SCRIPT, &shape, v)?)?);
+    }
+    Ok(out)
+}
+
+fn group(f: &mut Fields) -> Result<RawGroup, StoreError> {
+    Ok(RawGroup {
+        count: f.u64("count")?,
+        tokens: f.u64("tokens")?,
+        day: f.nullable_int("day")?,
+        day_count: f.u64("day_count")?,
+        cooldown: hash(f, "cd")?,
+    })
+}
+
+fn budget(f: &mut Fields) -> Result<RawBudget, StoreError> {
+    Ok(RawBudget { day: f.nullable_int("day")?, used: f.u64("used")?, minute: f.u64("minute")? })
+}
+
+fn key(f: &mut Fields) -> Result<RawKey, StoreError> {
+    Ok(RawKey { disabled: hash(f, "dis")?, stats: hash(f, "stats")? })
+}
+
 /// Decodes the reply (a JSON string, as the script returns `cjson.encode(...)`) and checks it
 /// has one entry per group, key and client of the request.
 pub fn parse_stats(v: &Value, layout: &Layout, n_keys: usize) -> Result<Raw, StoreError> {
-    let protocol = |m: String| StoreError::Protocol(format!("stats_v1 reply: {m}"));
-    let s = v.as_str().ok_or_else(|| protocol(format!("expected a JSON string, got {v}")))?;
-    let raw: Raw = serde_json::from_str(s).map_err(|e| protocol(e.to_string()))?;
+    let v = parse_reply(SCRIPT, v)?;
+    let mut f = Fields::new(SCRIPT, "stats", &v)?;
+    let raw = Raw {
+        now: f.u64("now")?,
+        day: f.int("day")?,
+        last: hash(&mut f, "last")?,
+        global: hash(&mut f, "global")?,
+        groups: entries(&mut f, "groups", group)?,
+        keys: entries(&mut f, "keys", key)?,
+        clients: hashes(&mut f, "clients")?,
+        // Both may be absent (as from a reply of before the admin API): no entries.
+        audit: f.turns("audit")?.unwrap_or_default(),
+        budgets: match f.opt_value("budgets") {
+            None => Vec::new(),
+            Some(_) => entries(&mut f, "budgets", budget)?,
+        },
+    };
     for (name, got, want) in [
         ("groups", raw.groups.len(), layout.groups.len()),
         ("keys", raw.keys.len(), n_keys),
         ("clients", raw.clients.len(), layout.clients.len()),
+        (
+            "budgets",
+            if raw.budgets.is_empty() { layout.clients.len() } else { raw.budgets.len() },
+            layout.clients.len(),
+        ),
     ] {
         if got != want {
-            return Err(protocol(format!("`{name}` has {got} entries, the request asked for {want}")));
+            return Err(f.error(format_args!("`{name}` has {got} entries, the request asked for {want}")));
         }
     }
     Ok(raw)
-}
-
-/// A non-negative whole number. cjson may print a large integer in exponent form, so any JSON
-/// number with no fractional part is accepted.
-fn whole<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let n = serde_json::Number::deserialize(d)?;
-    n.as_u64()
-        .or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < 2f64.powi(64)).map(|f| f as u64))
-        .ok_or_else(|| D::Error::custom(format!("expected a whole number >= 0, got {n}")))
-}
-
-fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    let n = serde_json::Number::deserialize(d)?;
-    n.as_i64()
-        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 2f64.powi(62)).map(|f| f as i64))
-        .ok_or_else(|| D::Error::custom(format!("expected a whole number, got {n}")))
-}
-
-fn opt_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    match Value::deserialize(d)? {
-        Value::Null => Ok(None),
-        v => int(v).map(Some).map_err(D::Error::custom),
-    }
-}
-
-fn flat_hash<'de, D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
-    hash_from_value(&Value::deserialize(d)?).map_err(D::Error::custom)
-}
-
-/// A Lua array: cjson encodes an empty one as `{}` (it cannot tell it from an empty table).
-fn lua_list_values<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Value>, D::Error> {
-    match Value::deserialize(d)? {
-        Value::Array(a) => Ok(a),
-        Value::Object(m) if m.is_empty() => Ok(Vec::new()),
-        other => Err(D::Error::custom(format!("expected a list, got {other}"))),
-    }
-}
-
-fn lua_list<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<T>, D::Error> {
-    lua_list_values(d)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| serde_json::from_value(v).map_err(|e| D::Error::custom(format!("entry {i}: {e}"))))
-        .collect()
-}
-
-fn lua_hash_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Hash>, D::Error> {
-    lua_list_values(d)?
-        .iter()
-        .enumerate()
-        .map(|(i, v)| hash_from_value(v).map_err(|e| D::Error::custom(format!("entry {i}: {e}"))))
-        .collect()
 }
 
 #[cfg(test)]

@@ -129,6 +129,20 @@ pub fn non_text_tokens_for(req: &Value, models: &[String]) -> u64 {
     families(models).into_iter().map(|f| non_text_tokens(req, f)).max().unwrap_or(0)
 }
 
+/// Bytes of inline media in `contents`: the length of every `inlineData.data` (base64, as sent
+/// and as stored in a conversation). `fileData` holds only a URI, so it counts 0.
+pub fn inline_bytes<'a>(contents: impl IntoIterator<Item = &'a Value>) -> u64 {
+    let mut n = 0u64;
+    for c in contents {
+        for p in c.get("parts").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(d) = get(p, "inlineData", "inline_data").and_then(|d| d.get("data")).and_then(Value::as_str) {
+                n = n.saturating_add(d.len() as u64);
+            }
+        }
+    }
+    n
+}
+
 /// Whether a part is media (`inlineData`, `fileData`, in either spelling).
 pub fn is_media(p: &Value) -> bool {
     ["inlineData", "inline_data", "fileData", "file_data"].iter().any(|k| p.get(k).is_some())
@@ -427,4 +441,4 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

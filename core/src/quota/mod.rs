@@ -78,22 +78,7 @@ pub fn non_text_bytes(req: &Value) -> u64 {
     let mut n = 0u64;
     let contents = req.get("contents").and_then(Value::as_array).into_iter().flatten();
     for c in contents.chain(req.get("systemInstruction")) {
-        for p in c.get("parts").and_then(Value::as_array).into_iter().flatten() {
-            match p.as_object() {
-                Some(o) if o.contains_key("text") => {
-                    if o.len() > 1 {
-                        let rest: serde_json::Map<String, Value> =
-                            o.iter().filter(|(k, _)| *k != "text").map(|(k, v)| (k.clone(), v.clone())).collect();
-                        n += json_len(&Value::Object(rest));
-                    }
-                }
-                _ if media::is_media(p) => {}
-                _ => n += json_len(p),
-            }
-            if p.get("functionResponse").is_some_and(|f| f.get("name").is_none()) {
-                n += FUNCTION_NAME_MAX;
-            }
-        }
+        n += c.get("parts").and_then(Value::as_array).into_iter().flatten().map(part_non_text_bytes).sum::<u64>();
     }
     for k in ["tools", "toolConfig"] {
         n += req.get(k).map_or(0, json_len);
@@ -103,6 +88,39 @@ pub fn non_text_bytes(req: &Value) -> u64 {
         n += gen.and_then(|g| g.get(k)).map_or(0, json_len);
     }
     n
+}
+
+/// One part's share of [`non_text_bytes`].
+fn part_non_text_bytes(p: &Value) -> u64 {
+    let json_len = |v: &Value| v.to_string().len() as u64;
+    let mut n = match p.as_object() {
+        Some(o) if o.contains_key("text") && o.len() > 1 => {
+            // An insert loop, not `collect()`: collecting into a map compiles its own sort code
+            // into the wasm (docs/architecture.md, "Keeping the wasm small").
+            let mut rest = serde_json::Map::new();
+            for (k, v) in o.iter().filter(|(k, _)| *k != "text") {
+                rest.insert(k.clone(), v.clone());
+            }
+            json_len(&Value::Object(rest))
+        }
+        Some(o) if o.contains_key("text") => 0,
+        _ if media::is_media(p) => 0,
+        _ => json_len(p),
+    };
+    if p.get("functionResponse").is_some_and(|f| f.get("name").is_none()) {
+        n += FUNCTION_NAME_MAX;
+    }
+    n
+}
+
+/// [`request_estimate`] of one stored turn (`{role, parts}`), read in place (its media is not
+/// copied): its texts, its other non-text parts by their bytes, its media by its token cost.
+pub fn turn_estimate(turn: &Value, estimator: Estimator) -> u64 {
+    let parts = turn.get("parts").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    let texts = parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str));
+    estimate_tokens(texts, estimator)
+        + parts.iter().map(part_non_text_bytes).sum::<u64>()
+        + media::contents_tokens(std::iter::once(turn), None, media::Family::Tiles)
 }
 
 /// The upper-bound estimate of a whole Gemini request: its texts plus [`non_text_bytes`] plus

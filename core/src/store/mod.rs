@@ -2,12 +2,14 @@
 //! the `reserve_v1` and `settle_v1` scripts (KEYS and ARGV built, replies decoded) in pure Rust.
 //!
 //! Layout: [`keys`] names every Redis key; `reserve` and `settle` each hold one script's KEYS
-//! builder, `#[derive(Serialize)]` ARGV type and `#[derive(Deserialize)]` reply shapes (those of
-//! `reserve_v1` in `reserve_reply`);
-//! `contract` holds the cjson decoding rules they share; [`upstash`] speaks the REST protocol.
+//! builder, ARGV writer (a JSON object built with `json::object`) and reply readers (those of
+//! `reserve_v1` in `reserve_reply`); `contract` holds the cjson decoding rules they share: the
+//! reply is parsed once into a `Value` and read through the non-generic `contract::Fields`, not
+//! derived `Deserialize` impls (one monomorphized decoder per shape cost the wasm tens of KB);
+//! [`upstash`] speaks the REST protocol.
 //! `core/tests/lua_contract.rs` runs both scripts on a real Redis through these functions.
 
-mod contract;
+pub(crate) mod contract;
 pub mod keys;
 mod reserve;
 mod reserve_reply;

@@ -2,15 +2,12 @@
 //! into a [`Reservation`]. The `lua/reserve_v1.lua` header is the reference for every name here.
 
 use crate::config::KeyConfig;
-use crate::store::contract::reply_text;
+use crate::json::object;
 use crate::store::keys;
+use crate::store::reserve_reply;
 pub use crate::store::reserve_reply::Reservation;
-use crate::store::reserve_reply::ReserveReply;
 use crate::store::upstash::StoreError;
-use serde::Serialize;
 use serde_json::Value;
-
-const SCRIPT: &str = "reserve_v1";
 
 /// A token bucket checked in the reservation (per client, global).
 #[derive(Debug, Clone)]
@@ -31,6 +28,9 @@ pub struct ConvLock {
     pub lock_ms: u64,
     /// Use the conversation's stored model (the send named none).
     pub pick_model: bool,
+    /// `CONTEXT_BUDGET_TOKENS`: the script returns only the newest turns the engine may send
+    /// (by their stored `est`), not the whole history. `None` returns every turn.
+    pub history_budget: Option<u64>,
 }
 
 /// The caller's own token budget (CLIENTS_JSON `daily_tokens`, `tpm`), checked and debited by
@@ -60,10 +60,11 @@ pub struct ReserveSpec<'a> {
 }
 
 /// KEYS of `reserve_v1`, in the order of the script's header: the last-used hash, one key per
-/// bucket, the conversation's meta/turns/lock if any, then log, tok, day, cd, dis per candidate.
+/// bucket, the conversation's meta/turns/lock if any, the client budget's day/log/tokens if any,
+/// one owner record per named file or cached content, then log, tok, day, cd, dis per candidate.
 /// The script walks KEYS with a cursor in that same order, so this is the one place it is built.
 pub fn reserve_keys(spec: &ReserveSpec) -> Vec<String> {
-    let mut k = Vec::with_capacity(1 + spec.buckets.len() + 3 + 5 * spec.candidates.len());
+    let mut k = Vec::with_capacity(1 + spec.buckets.len() + 6 + spec.owned.len() + 5 * spec.candidates.len());
     k.push(keys::LAST_USED.to_string());
     k.extend(spec.buckets.iter().map(|b| b.key.clone()));
     if let Some(c) = &spec.conv {
@@ -88,93 +89,59 @@ pub fn reserve_keys(spec: &ReserveSpec) -> Vec<String> {
 }
 
 /// `ARGV[1]` of `reserve_v1`. `None` is written as `null` (not skipped) because the header
-/// documents `conv` and `model` as `null | ...`.
-#[derive(Debug, Serialize)]
-struct ReserveArgs<'a> {
-    rid: &'a str,
-    est: u64,
-    window_ms: u64,
-    cfg: &'a str,
-    buckets: Vec<BucketArg<'a>>,
-    conv: Option<ConvArg<'a>>,
-    budget: Option<BudgetArg>,
-    owned: usize,
-    model: Option<&'a str>,
-    cands: Vec<CandidateArg<'a>>,
-}
-
-#[derive(Debug, Serialize)]
-struct BucketArg<'a> {
-    rate: u32,
-    burst: u32,
-    name: &'a str,
-}
-
-#[derive(Debug, Serialize)]
-struct BudgetArg {
-    daily: Option<u64>,
-    tpm: Option<u64>,
-}
-
-#[derive(Debug, Serialize)]
-struct ConvArg<'a> {
-    owner: &'a str,
-    lock_id: &'a str,
-    lock_ms: u64,
-    pick_model: bool,
-}
-
-/// Short names: a request carries one entry per candidate key.
-#[derive(Debug, Serialize)]
-struct CandidateArg<'a> {
-    k: &'a str,
-    m: &'a str,
-    rpm: u32,
-    tpm: u32,
-    rpd: u32,
-    w: f64,
-}
-
-impl<'a> ReserveArgs<'a> {
-    fn new(spec: &'a ReserveSpec) -> Self {
-        ReserveArgs {
-            rid: &spec.rid,
-            est: spec.est,
-            window_ms: spec.window_ms,
-            cfg: &spec.cfg,
-            buckets: spec
-                .buckets
-                .iter()
-                .map(|b| BucketArg { rate: b.rate_per_min, burst: b.burst, name: b.name })
-                .collect(),
-            conv: spec.conv.as_ref().map(|c| ConvArg {
-                owner: &c.owner,
-                lock_id: &c.lock_id,
-                lock_ms: c.lock_ms,
-                pick_model: c.pick_model,
-            }),
-            budget: spec.budget.as_ref().map(|b| BudgetArg { daily: b.daily, tpm: b.tpm }),
-            owned: spec.owned.len(),
-            model: spec.model.as_deref(),
-            cands: spec
-                .candidates
-                .iter()
-                .map(|c| CandidateArg { k: &c.key_id, m: &c.model, rpm: c.rpm, tpm: c.tpm, rpd: c.rpd, w: c.weight })
-                .collect(),
+/// documents `conv` and `model` as `null | ...`. Candidates use short names: a request carries
+/// one entry per candidate key.
+fn reserve_args(spec: &ReserveSpec) -> Value {
+    let buckets = spec
+        .buckets
+        .iter()
+        .map(|b| object(vec![("rate", b.rate_per_min.into()), ("burst", b.burst.into()), ("name", b.name.into())]));
+    let conv = spec.conv.as_ref().map(|c| {
+        let mut fields = vec![
+            ("owner", c.owner.as_str().into()),
+            ("lock_id", c.lock_id.as_str().into()),
+            ("lock_ms", c.lock_ms.into()),
+            ("pick_model", c.pick_model.into()),
+        ];
+        // Absent, not null: without a budget the script reads the whole history.
+        if let Some(budget) = c.history_budget {
+            fields.push(("budget", budget.into()));
         }
-    }
+        object(fields)
+    });
+    let cands = spec.candidates.iter().map(|c| {
+        object(vec![
+            ("k", c.key_id.as_str().into()),
+            ("m", c.model.as_str().into()),
+            ("rpm", c.rpm.into()),
+            ("tpm", c.tpm.into()),
+            ("rpd", c.rpd.into()),
+            ("w", c.weight.into()),
+        ])
+    });
+    object(vec![
+        ("rid", spec.rid.as_str().into()),
+        ("est", spec.est.into()),
+        ("window_ms", spec.window_ms.into()),
+        ("cfg", spec.cfg.as_str().into()),
+        ("buckets", Value::Array(buckets.collect())),
+        ("conv", conv.into()),
+        ("budget", spec.budget.as_ref().map(|b| object(vec![("daily", b.daily.into()), ("tpm", b.tpm.into())])).into()),
+        ("owned", spec.owned.len().into()),
+        ("model", spec.model.as_deref().into()),
+        ("cands", Value::Array(cands.collect())),
+    ])
 }
 
 /// KEYS and ARGV of one `reserve_v1` call.
 pub fn reserve_call(spec: &ReserveSpec) -> (Vec<String>, Vec<String>) {
-    let args = serde_json::to_string(&ReserveArgs::new(spec)).expect("strings, integers and finite weights serialize");
-    (reserve_keys(spec), vec![args])
+    (reserve_keys(spec), vec![reserve_args(spec).to_string()])
 }
 
 /// Decodes a `reserve_v1` reply. Any drift from the documented shapes (a missing, renamed or
 /// unknown field, a fractional number, an unknown limit) is [`StoreError::Protocol`].
 pub fn parse_reserve(v: &Value) -> Result<Reservation, StoreError> {
-    ReserveReply::decode(reply_text(SCRIPT, v)?).map(Reservation::from)
+    reserve_reply::decode(v)
 }
 
 #[cfg(test)]
@@ -210,6 +177,7 @@ mod tests {
                 lock_id: "r".into(),
                 lock_ms: 9,
                 pick_model: false,
+                history_budget: None,
             }),
             budget: None,
             owned: vec![],

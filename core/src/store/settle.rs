@@ -2,10 +2,10 @@
 //! into [`Settled`]. The `lua/settle_v1.lua` header is the reference for every name here.
 
 use crate::config::KeyConfig;
-use crate::store::contract::{decode, reply_text, NullableUint, Uint};
+use crate::json::object;
+use crate::store::contract::{parse_reply, Fields};
 use crate::store::keys;
 use crate::store::upstash::StoreError;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 const SCRIPT: &str = "settle_v1";
@@ -88,85 +88,51 @@ pub fn settle_keys(s: &SettleSpec) -> Vec<String> {
 }
 
 /// `ARGV[1]` of `settle_v1`. `None` is written as `null`, as the header documents.
-#[derive(Debug, Serialize)]
-struct SettleArgs<'a> {
-    rid: &'a str,
-    key: &'a str,
-    day: i64,
-    outcome: &'a str,
-    release: bool,
-    input: Option<u64>,
-    output: u64,
-    thoughts: u64,
-    cooldown: Option<CooldownArg<'a>>,
-    disable: Option<DisableArg<'a>>,
-    /// Only when there are turns to append: the script then only releases the lock.
-    conv: Option<ConvTurnsArg<'a>>,
-    lock_id: Option<&'a str>,
-    budget: Option<BudgetSettleArg>,
-}
-
-#[derive(Debug, Serialize)]
-struct BudgetSettleArg {
-    day: i64,
-    est: u64,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-enum CooldownArg<'a> {
-    Delay { delay_ms: u64, reason: &'a str },
-    Day { reason: &'a str },
-    Unknown { reason: &'a str },
-}
-
-#[derive(Debug, Serialize)]
-struct DisableArg<'a> {
-    reason: &'a str,
-    cfg: &'a str,
-}
-
-#[derive(Debug, Serialize)]
-struct ConvTurnsArg<'a> {
-    turns: &'a [String],
-    ttl_s: u64,
-    tokens: u64,
-    est: u64,
-}
-
-impl<'a> SettleArgs<'a> {
-    fn new(s: &'a SettleSpec) -> Self {
-        SettleArgs {
-            rid: &s.rid,
-            key: &s.key.key_id,
-            day: s.day,
-            outcome: s.outcome,
-            release: s.release,
-            input: s.input,
-            output: s.output,
-            thoughts: s.thoughts,
-            cooldown: s.cooldown.as_ref().map(|c| match c {
-                CooldownSpec::Delay { ms, reason } => CooldownArg::Delay { delay_ms: *ms, reason },
-                CooldownSpec::UntilPacificMidnight { reason } => CooldownArg::Day { reason },
-                CooldownSpec::Unknown { reason } => CooldownArg::Unknown { reason },
-            }),
-            disable: s.disable.as_ref().map(|(reason, cfg)| DisableArg { reason, cfg }),
-            conv: s.conv.as_ref().filter(|c| !c.turns.is_empty()).map(|c| ConvTurnsArg {
-                turns: &c.turns,
-                ttl_s: c.ttl_s,
-                tokens: c.tokens,
-                est: c.est,
-            }),
-            lock_id: s.conv.as_ref().map(|c| c.lock_id.as_str()),
-            budget: s.budget.as_ref().map(|b| BudgetSettleArg { day: b.day, est: b.est }),
+fn settle_args(s: &SettleSpec) -> Value {
+    let cooldown = s.cooldown.as_ref().map(|c| match c {
+        CooldownSpec::Delay { ms, reason } => {
+            object(vec![("kind", "delay".into()), ("delay_ms", (*ms).into()), ("reason", reason.as_str().into())])
         }
-    }
+        CooldownSpec::UntilPacificMidnight { reason } => {
+            object(vec![("kind", "day".into()), ("reason", reason.as_str().into())])
+        }
+        CooldownSpec::Unknown { reason } => {
+            object(vec![("kind", "unknown".into()), ("reason", reason.as_str().into())])
+        }
+    });
+    let disable = s
+        .disable
+        .as_ref()
+        .map(|(reason, cfg)| object(vec![("reason", reason.as_str().into()), ("cfg", cfg.as_str().into())]));
+    // Only when there are turns to append: otherwise the script only releases the lock.
+    let conv = s.conv.as_ref().filter(|c| !c.turns.is_empty()).map(|c| {
+        object(vec![
+            ("turns", c.turns.as_slice().into()),
+            ("ttl_s", c.ttl_s.into()),
+            ("tokens", c.tokens.into()),
+            ("est", c.est.into()),
+        ])
+    });
+    object(vec![
+        ("rid", s.rid.as_str().into()),
+        ("key", s.key.key_id.as_str().into()),
+        ("day", s.day.into()),
+        ("outcome", s.outcome.into()),
+        ("release", s.release.into()),
+        ("input", s.input.into()),
+        ("output", s.output.into()),
+        ("thoughts", s.thoughts.into()),
+        ("cooldown", cooldown.into()),
+        ("disable", disable.into()),
+        ("conv", conv.into()),
+        ("lock_id", s.conv.as_ref().map(|c| c.lock_id.as_str()).into()),
+        ("budget", s.budget.as_ref().map(|b| object(vec![("day", b.day.into()), ("est", b.est.into())])).into()),
+    ])
 }
 
 /// KEYS and ARGV of one `settle_v1` call.
 pub fn settle_call(s: &SettleSpec) -> (Vec<String>, Vec<String>) {
-    let args = serde_json::to_string(&SettleArgs::new(s)).expect("strings and integers serialize");
-    (settle_keys(s), vec![args])
+    (settle_keys(s), vec![settle_args(s).to_string()])
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -176,20 +142,18 @@ pub struct Settled {
     pub message_count: Option<u64>,
 }
 
-/// `{"now": ms, "cooldown_until": ms | null, "message_count": n | null}`, the script's only
-/// shape. Both nullable keys are always written (`cjson.null`), so they are required.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SettleReply {
-    now: Uint,
-    cooldown_until: NullableUint,
-    message_count: NullableUint,
-}
-
-/// Decodes a `settle_v1` reply; any drift from the documented shape is [`StoreError::Protocol`].
+/// Decodes a `settle_v1` reply, `{"now": ms, "cooldown_until": ms | null, "message_count": n |
+/// null}`, the script's only shape. Both nullable keys are always written (`cjson.null`), so they
+/// are required; any drift from the documented shape is [`StoreError::Protocol`].
 pub fn parse_settle(v: &Value) -> Result<Settled, StoreError> {
-    let r: SettleReply = decode(SCRIPT, "settled", reply_text(SCRIPT, v)?)?;
-    Ok(Settled { now: r.now.0, cooldown_until: r.cooldown_until.0, message_count: r.message_count.0 })
+    let v = parse_reply(SCRIPT, v)?;
+    let mut f = Fields::new(SCRIPT, "settled", &v)?;
+    let s = Settled {
+        now: f.u64("now")?,
+        cooldown_until: f.nullable_u64("cooldown_until")?,
+        message_count: f.nullable_u64("message_count")?,
+    };
+    f.finish().map(|()| s)
 }
 
 #[cfg(test)]
@@ -315,13 +279,15 @@ mod tests {
         };
         // Before the typed contract, a renamed `now` read as 0 and a renamed key as "no cooldown".
         let m = err(r#"{"now_ms":1,"cooldown_until":null,"message_count":null}"#);
+        assert!(m.starts_with("settle_v1: settled reply: missing field `now`"), "{m}");
+        let m = err(r#"{"now":1,"now_ms":1,"cooldown_until":null,"message_count":null}"#);
         assert!(m.starts_with("settle_v1: settled reply: unknown field `now_ms`"), "{m}");
         let m = err(r#"{"cooldown_until":null,"message_count":null}"#);
         assert!(m.starts_with("settle_v1: settled reply: missing field `now`"), "{m}");
         let m = err(r#"{"now":1,"message_count":null}"#);
         assert!(m.contains("missing field `cooldown_until`"), "{m}");
         let m = err(r#"{"now":1,"cooldown_until":"soon","message_count":null}"#);
-        assert!(m.contains("invalid type: string \"soon\""), "{m}");
+        assert!(m.contains("field `cooldown_until`: expected null or a non-negative integer, got \"soon\""), "{m}");
         assert!(matches!(parse_settle(&json!(null)), Err(StoreError::Protocol(m)) if m.starts_with("settle_v1: ")));
     }
 }

@@ -50,6 +50,14 @@ impl SseParser {
     }
 }
 
+/// One upstream event: its `data` as received (the Gemini surface relays it as is) and its
+/// JSON, parsed once by [`StreamTally::record`] and reused by the OpenAI shaper.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub data: String,
+    pub json: Option<Value>,
+}
+
 /// What a Gemini stream has produced so far.
 #[derive(Debug, Default, Clone)]
 pub struct StreamTally {
@@ -67,6 +75,12 @@ pub struct StreamTally {
 impl StreamTally {
     pub fn new(salt: &str) -> StreamTally {
         StreamTally { salt: salt.to_string(), ..StreamTally::default() }
+    }
+
+    /// Records one event and keeps its parsed JSON with it, so nothing parses it again.
+    pub fn record(&mut self, data: String) -> Event {
+        let json = self.observe(&data);
+        Event { data, json }
     }
 
     /// Records one event's JSON; returns the parsed value (or None if it is not JSON).
@@ -132,5 +146,16 @@ mod tests {
         let parts = t.out.model_parts();
         assert_eq!(parts[1]["thoughtSignature"], "c2ln");
         assert_eq!(parts[2]["functionCall"]["name"], "get_time");
+    }
+
+    #[test]
+    fn record_keeps_the_parsed_json_with_the_event() {
+        let mut t = StreamTally::default();
+        let data = r#"{"candidates":[{"content":{"parts":[{"text":"Hi"}]}}]}"#.to_string();
+        let ev = t.record(data.clone());
+        assert_eq!(ev.data, data);
+        assert_eq!(ev.json.unwrap()["candidates"][0]["content"]["parts"][0]["text"], "Hi");
+        assert_eq!((t.events, t.out.text.as_str()), (1, "Hi"));
+        assert_eq!(t.record("not json".into()).json, None);
     }
 }

@@ -4,10 +4,7 @@ use serde_json::{json, Map, Value};
 
 use crate::{schema, tools};
 
-/// Tokens for one text: ceil(utf8_len / 4). Never more than the byte length.
-pub fn text_tokens(s: &str) -> u64 {
-    (s.len() as u64).div_ceil(4)
-}
+pub use crate::tokens::text_tokens;
 
 fn field<'a>(v: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
     v.get(camel).or_else(|| v.get(snake))

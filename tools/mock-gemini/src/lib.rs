@@ -11,6 +11,7 @@ pub mod media;
 pub mod pacific;
 pub mod schema;
 pub mod signatures;
+pub mod tokens;
 pub mod tools;
 pub mod window;
 
@@ -387,8 +388,9 @@ pub fn app(cfg: Config) -> Router {
 }
 
 pub fn app_with(mock: Arc<Mock>) -> Router {
+    // The body limit is a layer: it applies to the routes and fallback added before it, so it
+    // comes last (Gemini bodies of up to 100 MiB, the router's highest `MAX_BODY_BYTES`).
     Router::new()
-        .layer(DefaultBodyLimit::max(110 << 20))
         .route("/_mock/health", get(health))
         .route("/_mock/faults", get(faults_list).post(faults_add).delete(faults_clear))
         .route("/_mock/stats", get(stats))
@@ -397,6 +399,7 @@ pub fn app_with(mock: Arc<Mock>) -> Router {
         .route("/_mock/config", get(config_get).put(config_put))
         .route("/_mock/clock", get(clock_get).post(clock_set))
         .fallback(api)
+        .layer(DefaultBodyLimit::max(110 << 20))
         .with_state(mock)
 }
 

@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 
-use crate::gen::text_tokens;
 use crate::schema;
+use crate::tokens::text_tokens;
 
 fn field<'a>(v: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
     v.get(camel).or_else(|| v.get(snake)).filter(|x| !x.is_null())

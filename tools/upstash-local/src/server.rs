@@ -54,6 +54,9 @@ pub struct App {
     pub pool: Arc<Pool>,
     pub stats: Stats,
     pub fault_down: AtomicBool,
+    /// Milliseconds added to every Redis answer (`POST /_local/delay {"ms": N}`), to model a
+    /// remote Upstash from outside: a request's Redis round trips show in its latency.
+    pub delay_ms: std::sync::atomic::AtomicU64,
     pub sync_token: AtomicU64,
     /// sha1(original script) → sha1(script sent to Redis), for scripts whose
     /// `allow-key-locking` shebang flag was stripped.
@@ -67,6 +70,7 @@ impl App {
             pool,
             stats: Stats::default(),
             fault_down: AtomicBool::new(false),
+            delay_ms: std::sync::atomic::AtomicU64::new(0),
             sync_token: AtomicU64::new(0),
             script_shas: RwLock::new(HashMap::new()),
         }
@@ -241,6 +245,10 @@ pub async fn handle(
     }
     if method != Method::GET && method != Method::POST {
         return error_response(StatusCode::METHOD_NOT_ALLOWED, "ERR method not allowed");
+    }
+    let delay = app.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
 
     let kind = match path.as_str() {
@@ -417,6 +425,14 @@ fn handle_local(app: &App, method: &Method, local: &str, body: &[u8]) -> Respons
             };
             app.fault_down.store(down, Ordering::Relaxed);
             json_response(StatusCode::OK, &json!({ "ok": true, "down": down }))
+        }
+        ("POST", "delay") => {
+            let ms = serde_json::from_slice::<Json>(body).ok().and_then(|v| v.get("ms").and_then(Json::as_u64));
+            let Some(ms) = ms else {
+                return error_response(StatusCode::BAD_REQUEST, "ERR expected {\"ms\": N}");
+            };
+            app.delay_ms.store(ms, Ordering::Relaxed);
+            json_response(StatusCode::OK, &json!({ "ok": true, "ms": ms }))
         }
         ("GET", "fault") => json_response(StatusCode::OK, &json!({ "down": app.fault_down.load(Ordering::Relaxed) })),
         ("GET", "pool") => json_response(StatusCode::OK, &json!({ "idle": app.pool.idle_count() })),

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::engine::conversation_turns;
+use crate::engine::{CONV_MEDIA_BYTES, CONV_TURN_MEDIA_BYTES};
 use crate::error::RouterError;
 use crate::store::upstash::StoreError;
 use crate::testing::{bodies, FakeConversation};
@@ -58,7 +59,10 @@ fn a_successful_send_carries_history_upstream_and_the_turn_in_its_settle() {
     let usage = Usage { input: 30, output: 5, thoughts: 0, total: 35 };
     let now = w.clock.now();
     let r = conv_req("what is my name?");
-    assert_eq!(conv.turns, conversation_turns(&r.contents, now, &text_answer("your name is Ada"), &usage, now));
+    assert_eq!(
+        conv.turns,
+        conversation_turns(&r.contents, now, &text_answer("your name is Ada"), &usage, now, w.settings.estimator)
+    );
     assert_eq!(conv.tokens, 35);
     assert_eq!(s.message_count, Some(4));
     assert_eq!(w.store.conversation(CONV).unwrap().lock, None);
@@ -122,4 +126,85 @@ fn a_send_without_a_model_uses_the_conversations_own() {
     let reserve = &w.store.reserves()[0];
     assert_eq!(reserve.candidates, ["k1", "k2", "k3", "p1"], "every model is offered; the script filters");
     assert!(reserve.conv.as_ref().unwrap().2);
+}
+
+// --- Media in stored conversations --------------------------------------------------------------
+
+fn image_turn(text: &str, w: u32, h: u32, body: usize) -> serde_json::Value {
+    let data = crate::wire::base64::encode(&crate::quota::media::tests::png(w, h, body));
+    json!({"role": "user", "parts": [{"text": text}, {"inlineData": {"mimeType": "image/png", "data": data}}]})
+}
+
+fn conv_media_req(turn: serde_json::Value) -> GenerateRequest {
+    GenerateRequest::from_gemini(&json!({"contents": [turn]}), FLASH, Some(CONV.into())).unwrap()
+}
+
+#[test]
+fn a_turn_with_media_is_stored_whole_and_counted_by_its_token_cost() {
+    let w = World::new([
+        Answer::reply(200, bodies::ok("a cat", 600, 5)),
+        Answer::reply(200, bodies::ok("still a cat", 700, 5)),
+    ]);
+    w.store.add_conversation(CONV, stored(None));
+    let turn = image_turn("Describe this", 1000, 500, 1_500_000);
+    w.generate(&conv_media_req(turn.clone())).unwrap();
+    let conv = w.store.settles()[0].conv.clone().unwrap();
+    let user: serde_json::Value = serde_json::from_str(&conv.turns[0]).unwrap();
+    assert_eq!(user["parts"], turn["parts"], "the stored turn keeps the inlineData");
+    // The history estimate grows by the image's 2 tiles (516) and the text, not its 2 MB.
+    assert!(conv.est >= 516 && conv.est < 1_000, "{}", conv.est);
+    // The next send carries the image in its history, and the budget counts it as 516 tokens.
+    let s = w.generate(&conv_req("what was in it?")).unwrap();
+    assert_eq!(s.omitted_turns, 0);
+    let sent: serde_json::Value = serde_json::from_str(&w.upstream.calls()[1].body).unwrap();
+    assert_eq!(sent["contents"][2]["parts"][1], turn["parts"][1], "{}", sent["contents"][2]["parts"][0]);
+}
+
+#[test]
+fn a_turn_over_the_media_cap_is_413_before_any_reservation() {
+    let w = World::new([ok("fine")]);
+    w.store.add_conversation(CONV, stored(None));
+    let big = CONV_TURN_MEDIA_BYTES as usize * 3 / 4 + 10_000;
+    let e = w.generate(&conv_media_req(image_turn("x", 100, 100, big))).unwrap_err().error;
+    assert_eq!((e.status(), e.code()), (413, "conversation_too_large"));
+    assert!(e.message().contains(&CONV_TURN_MEDIA_BYTES.to_string()), "{}", e.message());
+    assert!(w.store.reserves().is_empty() && w.upstream.calls().is_empty());
+    // A request outside a conversation is not capped by it, even past the conversation cap.
+    let mut r = conv_media_req(image_turn("x", 100, 100, CONV_MEDIA_BYTES as usize));
+    r.conversation_id = None;
+    w.generate(&r).unwrap();
+}
+
+#[test]
+fn a_conversation_over_its_media_cap_is_413_and_gives_the_reservation_back() {
+    let w = World::new([ok("sure")]);
+    // Four stored turns of 3.5 MiB of base64 each: 14 MiB; 2.7 MiB more passes 16 MiB.
+    let each = (3.5 * 1024.0 * 1024.0) as usize * 3 / 4;
+    let mut conv = stored(None);
+    for _ in 0..4 {
+        conv.turns.push(image_turn("look", 100, 100, each).to_string());
+        conv.turns.push(json!({"role": "model", "parts": [{"text": "ok"}]}).to_string());
+    }
+    w.store.add_conversation(CONV, conv);
+    let e = w.generate(&conv_media_req(image_turn("and this", 100, 100, 2 << 20))).unwrap_err().error;
+    assert_eq!((e.status(), e.code()), (413, "conversation_too_large"));
+    assert!(e.message().contains(&CONV_MEDIA_BYTES.to_string()), "{}", e.message());
+    assert!(w.upstream.calls().is_empty());
+    let s = &w.store.settles()[0];
+    assert!(s.release, "the reservation is given back");
+    assert!(s.conv.as_ref().unwrap().turns.is_empty());
+    assert_eq!(w.store.conversation(CONV).unwrap().lock, None, "and the conversation unlocked");
+    // A text turn still goes through: only new media is refused.
+    w.generate(&conv_req("summarize")).unwrap();
+}
+
+#[test]
+fn a_conversation_send_settles_before_its_answer_not_after() {
+    // Read-after-write of the stored turn is a promise: its settle is not deferred.
+    let w = World::new([ok("hi")]);
+    w.store.add_conversation(CONV, stored(None));
+    let s = block_on(w.router().generate(&conv_req("hi"), &caller())).unwrap();
+    assert!(s.deferred.is_none());
+    assert_eq!(w.outcomes(), ["success"]);
+    assert_eq!(s.message_count, Some(4));
 }

@@ -35,7 +35,7 @@ fn an_embedding_is_reserved_called_and_settled_with_its_estimate() {
     let w = world([embedded(&[0.5, 0.25])]);
     let body = json!({"content": {"parts": [{"text": "hello world"}]}, "outputDimensionality": 2});
     let r = EmbedRequest::from_gemini(body.clone(), EMBED, EmbedMethod::Single).unwrap();
-    let s = block_on(w.router().embed(&r, &caller())).unwrap();
+    let s = w.embed(&r).unwrap();
     let calls = w.upstream.calls();
     assert_eq!(calls.len(), 1);
     assert_eq!((calls[0].method.as_str(), calls[0].model.as_str()), ("embedContent", EMBED));
@@ -53,7 +53,7 @@ fn an_embedding_is_reserved_called_and_settled_with_its_estimate() {
 fn a_429_on_an_embedding_fails_over_to_the_next_key() {
     let w = world([Answer::reply(429, bodies::quota_per_minute(EMBED, 20)), embedded(&[1.0])]);
     let (r, _) = EmbedRequest::from_openai(&json!({"model": EMBED, "input": ["a", "bb"]})).unwrap();
-    let s = block_on(w.router().embed(&r, &caller())).unwrap();
+    let s = w.embed(&r).unwrap();
     assert_eq!(w.keys_called(), ["k1", "k2"]);
     assert!(w.upstream.calls().iter().all(|c| c.method == "batchEmbedContents"));
     assert_eq!(w.outcomes(), ["rate_limited", "success"]);
@@ -66,7 +66,7 @@ fn a_429_on_an_embedding_fails_over_to_the_next_key() {
 fn an_embedding_model_outside_the_pool_is_unknown() {
     let w = world([]);
     let (r, _) = EmbedRequest::from_openai(&json!({"model": "text-embedding-3-small", "input": "a"})).unwrap();
-    let f = block_on(w.router().embed(&r, &caller())).unwrap_err();
+    let f = w.embed(&r).unwrap_err();
     assert_eq!(f.error.code(), "unknown_model");
 }
 
@@ -90,7 +90,7 @@ fn a_large_screenshot_is_reserved_by_its_tiles() {
 fn a_burst_of_embeddings_on_two_keys_of_10_rpm_admits_exactly_20() {
     let w = world((0..20).map(|_| embedded(&[0.1])));
     let (r, _) = EmbedRequest::from_openai(&json!({"model": EMBED, "input": "ping"})).unwrap();
-    let results: Vec<_> = (0..25).map(|_| block_on(w.router().embed(&r, &caller()))).collect();
+    let results: Vec<_> = (0..25).map(|_| w.embed(&r)).collect();
     let ok = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(ok, 20);
     for f in results.iter().filter_map(|r| r.as_ref().err()) {

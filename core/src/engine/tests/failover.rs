@@ -246,3 +246,112 @@ fn a_model_outside_the_callers_list_is_403_before_any_redis_call_and_fallbacks_i
     let budgeted = Caller { daily_tokens: Some(10), ..caller() };
     assert_eq!(budgeted.budget().map(|b| (b.daily, b.tpm)), Some((Some(10), None)));
 }
+
+#[test]
+fn a_one_shot_success_defers_its_settle_while_failure_settles_run_inline() {
+    // k1 answers 429, k2 answers: the cooldown is written before k2 is reserved, and the
+    // success's settle is handed back to run after the answer.
+    let w = World::new([Answer::reply(429, bodies::quota_per_minute(FLASH, 17)), ok("hi")]);
+    let s = block_on(w.router().generate(&req(FLASH, "hi"), &caller())).unwrap();
+    assert_eq!(w.outcomes(), ["rate_limited"], "only the failure settled before the answer");
+    assert_eq!(w.store.reserves().len(), 2);
+    let d = s.deferred.expect("the success settle is deferred");
+    assert_eq!(d.key_id(), s.key_id);
+    let spec = d.settle_spec();
+    assert_eq!((spec.outcome, spec.release, spec.input, spec.output), ("success", false, Some(12), 3));
+    assert!(spec.cooldown.is_none() && spec.disable.is_none() && spec.conv.is_none());
+    assert_eq!(d.settle_call(), crate::store::settle_call(&spec));
+    block_on(w.router().settle_deferred(&d)).unwrap();
+    assert_eq!(w.outcomes(), ["rate_limited", "success"]);
+}
+
+/// 20 keys of one model, one request per minute each.
+fn large_world(answers: usize) -> World {
+    let ids: Vec<String> = (0..20).map(|i| format!("w{i:02}")).collect();
+    let keys: Vec<String> = ids
+        .iter()
+        .map(|id| format!(r#"{{"key_id": "{id}", "model_name": "{FLASH}", "rpm": 1, "tpm": 250000, "rpd": 250}}"#))
+        .collect();
+    let mut w = World::new((0..answers).map(|_| ok("hi")));
+    w.pool = KeyPool::parse(&format!(r#"{{"keys": [{}]}}"#, keys.join(","))).unwrap();
+    w.secrets = FakeSecrets::for_keys(ids.iter().map(String::as_str));
+    w
+}
+
+#[test]
+fn a_large_pool_is_offered_a_window_then_every_other_key_so_admission_stays_exact() {
+    use crate::engine::failover::OFFER_WINDOW;
+    let w = large_world(20);
+    let mut used = std::collections::BTreeSet::new();
+    for i in 0..20u64 {
+        w.rt.random.set(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        used.insert(w.generate(&req(FLASH, "hi")).unwrap().key_id);
+    }
+    assert_eq!(used.len(), 20, "every key admits its one request: a refused window widens");
+    let reserves = w.store.reserves();
+    assert_eq!(reserves[0].candidates.len(), OFFER_WINDOW, "the first offer is a window");
+    // Once every key is used, the window refuses, then the 12 others do: two reservations.
+    let before = reserves.len();
+    let f = w.generate(&req(FLASH, "hi")).unwrap_err();
+    assert!(matches!(f.error, RouterError::NoCapacity { limit: LimitKind::Rpm, .. }), "{:?}", f.error);
+    let last = &w.store.reserves()[before..];
+    assert_eq!(last.len(), 2);
+    assert_eq!((last[0].candidates.len(), last[1].candidates.len()), (OFFER_WINDOW, 20 - OFFER_WINDOW));
+    assert!(last[1].candidates.iter().all(|k| !last[0].candidates.contains(k)));
+    assert!(w.upstream.calls().len() == 20 && last.iter().all(|r| r.buckets == ["client", "global"]));
+}
+
+#[test]
+fn the_window_is_drawn_by_weight_and_reaches_every_key() {
+    use crate::engine::failover::sample_window;
+    let mut pool = large_world(0).pool;
+    pool.keys[0].weight = 10.0;
+    let keys: Vec<&crate::config::KeyConfig> = pool.keys.iter().collect();
+    let mut seen = std::collections::BTreeMap::<String, u32>::new();
+    for seed in 0..2000u64 {
+        let w = sample_window(&keys, 4, seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
+        assert_eq!(w.len(), 4);
+        for k in w {
+            *seen.entry(k.key_id.clone()).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), 20, "every key is offered over time");
+    let heavy = seen["w00"];
+    assert!(seen.iter().filter(|(k, _)| *k != "w00").all(|(_, &n)| n < heavy), "{seen:?}");
+}
+
+#[test]
+fn a_request_naming_a_file_is_offered_every_key_so_the_owner_group_is_among_them() {
+    // `reserve_v1` keeps only the owner group's keys, which only Redis knows: a window of 8 of
+    // the 20 keys might hold none of them, so the engine offers all 20 in one reservation.
+    let w = large_world(1);
+    let mut r = req(FLASH, "describe");
+    r.contents = vec![json!({"role": "user", "parts": [{"text": "describe"},
+        {"fileData": {"fileUri": "files/abc", "mimeType": "image/png"}}]})];
+    w.generate(&r).unwrap();
+    let reserves = w.store.reserves();
+    assert_eq!(reserves.len(), 1);
+    assert_eq!(reserves[0].candidates.len(), 20, "no window for a request naming a file");
+    // Without a file the same pool is offered a window.
+    let w = large_world(1);
+    w.generate(&req(FLASH, "hi")).unwrap();
+    assert_eq!(w.store.reserves()[0].candidates.len(), crate::engine::failover::OFFER_WINDOW);
+}
+
+#[test]
+fn a_budgeted_one_shot_success_still_defers_its_settle_and_the_deferred_settle_corrects_the_budget() {
+    let w = World::new([ok("hi")]);
+    let budgeted = Caller { daily_tokens: Some(10_000), tpm: Some(5_000), ..caller() };
+    let s = block_on(w.router().generate(&req(FLASH, "hi"), &budgeted)).unwrap();
+    // One reservation (with the budget block) and no settle before the answer.
+    assert_eq!((w.store.reserves().len(), w.outcomes().len()), (1, 0));
+    let d = s.deferred.expect("the success settle is deferred");
+    let spec = d.settle_spec();
+    let b = spec.budget.clone().expect("the deferred settle carries the budget debit");
+    assert_eq!(b.client, "alice");
+    assert!(b.est > 0);
+    let (keys, args) = d.settle_call();
+    assert!(keys.iter().any(|k| k.contains("alice")) && args[0].contains("\"budget\":{"), "{args:?}");
+    block_on(w.router().settle_deferred(&d)).unwrap();
+    assert_eq!(w.outcomes(), ["success"]);
+}

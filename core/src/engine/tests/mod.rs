@@ -67,8 +67,23 @@ impl World {
         }
     }
 
+    /// A request as the worker runs it: the engine, then the settle it deferred past the answer
+    /// (the worker's `wait_until`). A failed deferred settle does not change the answer.
     fn generate(&self, req: &GenerateRequest) -> Result<Success, Failure> {
-        block_on(self.router().generate(req, &caller()))
+        let r = block_on(self.router().generate(req, &caller()));
+        if let Ok(Some(d)) = r.as_ref().map(|s| s.deferred.as_ref()) {
+            let _ = block_on(self.router().settle_deferred(d));
+        }
+        r
+    }
+
+    /// [`World::generate`] for embeddings.
+    fn embed(&self, req: &crate::wire::embeddings::EmbedRequest) -> Result<Success, Failure> {
+        let r = block_on(self.router().embed(req, &caller()));
+        if let Ok(Some(d)) = r.as_ref().map(|s| s.deferred.as_ref()) {
+            let _ = block_on(self.router().settle_deferred(d));
+        }
+        r
     }
 
     fn stream(&self, req: &GenerateRequest) -> Result<Outcome<FakeStream>, Failure> {

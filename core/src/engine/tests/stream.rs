@@ -73,7 +73,7 @@ fn a_stream_with_its_first_event_is_handed_over_and_settles_complete_or_cut() {
     assert_eq!((complete.outcome, complete.input, complete.output, complete.release), ("success", Some(7), 2, false));
     let usage = Usage { input: 7, output: 2, thoughts: 0, total: 9 };
     let c = complete.conv.as_ref().unwrap();
-    assert_eq!(c.turns, conversation_turns(&r.contents, now, &text_answer("Hello"), &usage, now));
+    assert_eq!(c.turns, conversation_turns(&r.contents, now, &text_answer("Hello"), &usage, now, w.settings.estimator));
     assert_eq!((c.lock_id.as_str(), c.tokens), (w.store.reserves()[0].conv.clone().unwrap().1.as_str(), 9));
     let cut = p.finish.settle_spec(&p.tally, false, now);
     assert_eq!(cut.outcome, "stream_cut");
@@ -100,7 +100,7 @@ fn a_streamed_tool_call_has_one_id_in_the_deltas_and_the_stored_turn() {
     }
     let id = crate::wire::call_id::call_id(&w.store.reserves()[0].rid, 0, Some("U0lH"));
     let mut shaper = crate::wire::openai::StreamShaper::new("chatcmpl-t".into(), 1, FLASH.into(), false);
-    let chunk = shaper.event(&p.first_events[0], &p.tally).unwrap();
+    let chunk = shaper.event(&p.first_events[0].data, &p.tally).unwrap();
     assert_eq!(chunk["choices"][0]["delta"]["tool_calls"][0]["id"], id.as_str());
     assert_eq!(shaper.finish(&p.tally, false)[0]["choices"][0]["finish_reason"], "tool_calls");
     let spec = p.finish.settle_spec(&p.tally, true, w.clock.now());

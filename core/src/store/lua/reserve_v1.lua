@@ -19,18 +19,27 @@
 -- ARGV[1] JSON:
 --   {"rid": reservation id, "est": estimated input tokens, "window_ms": 60000, "cfg": config fingerprint,
 --    "buckets": [{"rate": refill per minute, "burst": capacity, "name": "client"|"global"}],
---    "conv": null | {"owner": client id, "lock_id": request id, "lock_ms": lock lease, "pick_model": bool},
+--    "conv": null | {"owner": client id, "lock_id": request id, "lock_ms": lock lease, "pick_model": bool,
+--             "budget"?: context budget in tokens},
 --    "budget": null | {"daily": tokens per Pacific day | null, "tpm": tokens per window | null},
 --    "owned": number of owner-record KEYS (files and cached contents the request names),
 --    "cands": [{"k": key_id, "m": model, "rpm": n, "tpm": n, "rpd": n, "w": weight}],
 --    "model": the request's model (candidates of other models are skipped; null = no filter)}
 --   With conv.pick_model, the conversation's stored `model` replaces `model` when it has one.
+--   With conv.budget (the context budget; not the top-level client `budget`), only the newest
+--   turns are read back (LRANGE from the tail, 32 at a time): enough that their stored per-turn
+--   `est` (each turn's JSON starts `{"at":ms,"est":n,`) exceeds the budget and they include a user
+--   turn opening an exchange (no functionResponse). The engine trims by exchange within them
+--   exactly as it would the whole history (a turn without `est` counts 0, so older histories are
+--   read whole). When turns were left out, `history` starts
+--   with the marker `{"skipped":n}` (n turns not read), which the engine strips.
 --   Several candidates may share the same log/tok/day/cd keys (one quota group): they share one quota.
 --
 -- Returns a JSON string, one of (decoded by `store::reserve`, which rejects any other field):
 --   {"ok":1,"key":key_id,"model":the candidate's m,"rid":rid,"now":ms,"day":pday,"est":tokens reserved,
 --    "history":[turn json...],"system":text}
---      est includes the conversation's hist_est; history is absent without conv and, because cjson
+--      est includes the conversation's hist_est (or, when turns were left out and every turn read
+--      has an `est`, the sum of those read); history is absent without conv and, because cjson
 --      writes an empty table as an object, `{}` for a conversation with no turns yet; system is
 --      absent unless the conversation stores one.
 --   {"ok":0,"limit":"rpm"|"tpm"|"rpd"|"cooldown"|"disabled","retry_at":ms|null,"now":ms}
@@ -99,9 +108,40 @@ if spec.conv and spec.conv ~= cjson.null then
     redis.call('SET', conv.lock, spec.conv.lock_id, 'PX', tonumber(spec.conv.lock_ms))
     conv.acquired = true
   end
-  history = redis.call('LRANGE', conv.msgs, 0, -1)
+  local hist_est = tonumber(redis.call('HGET', conv.meta, 'hist_est')) or 0
+  local ctx_budget = tonumber(spec.conv.budget)
+  if ctx_budget == nil then
+    history = redis.call('LRANGE', conv.msgs, 0, -1)
+  else
+    -- Newest first until the turns read exceed the budget and hold an exchange opener.
+    local start = redis.call('LLEN', conv.msgs)
+    local sum, opener, unknown, tail, done = 0, false, false, {}, false
+    while start > 0 and not done do
+      local from = math.max(0, start - 32)
+      local chunk = redis.call('LRANGE', conv.msgs, from, start - 1)
+      for j = #chunk, 1, -1 do
+        if sum > ctx_budget and opener then done = true; break end
+        local t = chunk[j]
+        tail[#tail + 1] = t
+        start = from + j - 1
+        local e = tonumber(string.match(t, '^{"at":%-?%d+,"est":(%d+),'))
+        if e == nil then unknown = true end
+        sum = sum + (e or 0)
+        if string.sub(t, -14) == '"role":"user"}' and not string.find(t, '"functionResponse"', 1, true) then
+          opener = true
+        end
+      end
+    end
+    history = {}
+    if start > 0 then
+      history[1] = '{"skipped":' .. start .. '}'
+      -- What can be sent is at most what was read: reserve that, not the whole history.
+      if not unknown then hist_est = math.min(hist_est, sum) end
+    end
+    for j = #tail, 1, -1 do history[#history + 1] = tail[j] end
+  end
   -- The stored history (and system instruction) is part of the prompt: reserve its estimate too.
-  est = est + (tonumber(redis.call('HGET', conv.meta, 'hist_est')) or 0)
+  est = est + hist_est
   conv.system = redis.call('HGET', conv.meta, 'system')
   -- [affinity: read] The log key (quota group + model) of the conversation's last turn.
   conv.aff = redis.call('HGET', conv.meta, 'aff') or nil
@@ -210,9 +250,15 @@ local aff = conv and conv.aff
 local soonest, soonest_limit = nil, nil
 local too_large = true
 local matched = 0
-local last_used = redis.call('HGETALL', KEYS[1])
+-- Only the offered keys' last admissions: the hash holds every key of the pool, and reading it
+-- whole would make each reservation cost O(pool) whatever the engine offers.
 local last_map = {}
-for j = 1, #last_used, 2 do last_map[last_used[j]] = tonumber(last_used[j + 1]) end
+if #spec.cands > 0 then
+  local ids = {}
+  for j, c in ipairs(spec.cands) do ids[j] = c.k end
+  local last_used = redis.call('HMGET', KEYS[1], unpack(ids))
+  for j, id in ipairs(ids) do last_map[id] = tonumber(last_used[j]) end
+end
 
 local function note_refusal(at, limit)
   if soonest == nil or at < soonest then soonest, soonest_limit = at, limit end

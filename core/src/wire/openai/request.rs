@@ -4,6 +4,7 @@
 
 use super::{bad, messages, tools};
 use crate::error::RouterError;
+use crate::json::float;
 use crate::wire::gemini::GenerateRequest;
 use serde_json::{json, Map, Value};
 
@@ -170,7 +171,11 @@ fn google_options(
                     let s = s
                         .as_object()
                         .ok_or_else(|| bad("invalid_field", "google.safety_settings[]: must be objects"))?;
-                    out.push(Value::Object(s.iter().map(|(k, v)| (camel(k), v.clone())).collect()));
+                    let mut o = serde_json::Map::new();
+                    for (k, v) in s {
+                        o.insert(camel(k), v.clone());
+                    }
+                    out.push(Value::Object(o));
                 }
                 top.insert("safetySettings".into(), Value::Array(out));
             }
@@ -243,7 +248,9 @@ impl ChatRequest {
                 None | Some(Value::Null) => Ok(None),
                 Some(v) => match v.as_f64() {
                     Some(x) if x >= lo && x <= hi => Ok(Some(x)),
-                    _ => Err(bad("invalid_field", format!("{k}: must be a number from {lo} to {hi}"))),
+                    _ => {
+                        Err(bad("invalid_field", format!("{k}: must be a number from {} to {}", float(lo), float(hi))))
+                    }
                 },
             }
         };

@@ -53,7 +53,13 @@ impl StreamShaper {
     /// The chunk for one upstream event, already recorded in `tally`; None when it adds nothing.
     pub fn event(&mut self, data: &str, tally: &StreamTally) -> Option<Value> {
         let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
-        let out = parse_reply(&v, "").out;
+        self.shape(&v, tally)
+    }
+
+    /// [`StreamShaper::event`] for an event already parsed ([`crate::wire::sse::Event::json`]):
+    /// the relay's path, so each event's JSON is parsed once.
+    pub fn shape(&mut self, v: &Value, tally: &StreamTally) -> Option<Value> {
+        let out = parse_reply(v, "").out;
         let new_calls = &tally.out.calls[self.sent_calls.min(tally.out.calls.len())..];
         let thoughts = if self.include_thoughts { out.thoughts.as_str() } else { "" };
         if out.text.is_empty() && thoughts.is_empty() && new_calls.is_empty() && self.sent_role {

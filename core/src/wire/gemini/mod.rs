@@ -1,135 +1,14 @@
 //! Gemini wire formats: building `generateContent` bodies and reading replies and usage. What an
 //! upstream error means is decided in `classify`.
 
+mod reply;
+mod validate;
+
+pub use reply::{parse_reply, FunctionCall, ModelOutput, Reply, Usage};
+pub use validate::{validate_content, validate_media};
+
 use crate::error::RouterError;
 use serde_json::{json, Map, Value};
-
-/// Token usage of one reply, from `usageMetadata`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Usage {
-    pub input: u64,
-    pub output: u64,
-    pub thoughts: u64,
-    pub total: u64,
-}
-
-impl Usage {
-    pub fn from_metadata(m: &Value) -> Option<Usage> {
-        let n = |k: &str| m.get(k).and_then(Value::as_u64).unwrap_or(0);
-        if !m.is_object() {
-            return None;
-        }
-        let (input, output, thoughts) = (n("promptTokenCount"), n("candidatesTokenCount"), n("thoughtsTokenCount"));
-        let total = m.get("totalTokenCount").and_then(Value::as_u64).unwrap_or(input + output + thoughts);
-        Some(Usage { input, output, thoughts, total })
-    }
-}
-
-/// One `functionCall` part of an answer, with the id the router gives it (see
-/// [`crate::wire::call_id`]) and the part's `thoughtSignature`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FunctionCall {
-    pub id: String,
-    pub name: String,
-    /// Always a JSON object (Gemini's `Struct`); a missing `args` is `{}`.
-    pub args: Value,
-    pub signature: Option<String>,
-}
-
-/// What the model said, accumulated over one reply or over a stream's events: the answer text,
-/// the thought summaries (`thought: true` parts, never answer text), and the function calls.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ModelOutput {
-    pub text: String,
-    pub thoughts: String,
-    /// The `thoughtSignature` of a text part (Gemini 3 may sign the last text part).
-    pub text_signature: Option<String>,
-    pub calls: Vec<FunctionCall>,
-}
-
-impl ModelOutput {
-    /// Adds one candidate's `parts`; a call's id is `call_id(salt, its index in the answer)`.
-    pub fn absorb(&mut self, parts: &Value, salt: &str) {
-        for p in parts.as_array().into_iter().flatten() {
-            let signature = p.get("thoughtSignature").and_then(Value::as_str).map(str::to_string);
-            if let Some(fc) = p.get("functionCall") {
-                let index = self.calls.len();
-                let args = match fc.get("args") {
-                    Some(a @ Value::Object(_)) => a.clone(),
-                    _ => json!({}),
-                };
-                self.calls.push(FunctionCall {
-                    id: crate::wire::call_id::call_id(salt, index, signature.as_deref()),
-                    name: fc.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
-                    args,
-                    signature,
-                });
-                continue;
-            }
-            let text = p.get("text").and_then(Value::as_str);
-            if p.get("thought").and_then(Value::as_bool) == Some(true) {
-                self.thoughts.push_str(text.unwrap_or_default());
-                continue;
-            }
-            if let Some(t) = text {
-                self.text.push_str(t);
-                if signature.is_some() {
-                    self.text_signature = signature;
-                }
-            }
-        }
-    }
-
-    /// The model turn's `parts` as stored in a conversation and replayed upstream: the text
-    /// (with its signature) unless empty, then one `functionCall` part per call with its
-    /// `thoughtSignature`. Thought summaries are not kept. Never empty.
-    pub fn model_parts(&self) -> Vec<Value> {
-        let mut parts = Vec::new();
-        if !self.text.is_empty() || self.text_signature.is_some() || self.calls.is_empty() {
-            let mut t = json!({"text": self.text});
-            if let Some(s) = &self.text_signature {
-                t["thoughtSignature"] = json!(s);
-            }
-            parts.push(t);
-        }
-        for c in &self.calls {
-            let mut p = json!({"functionCall": {"name": c.name, "args": c.args}});
-            if let Some(s) = &c.signature {
-                p["thoughtSignature"] = json!(s);
-            }
-            parts.push(p);
-        }
-        parts
-    }
-
-    pub fn call_ids(&self) -> Vec<String> {
-        self.calls.iter().map(|c| c.id.clone()).collect()
-    }
-}
-
-/// The useful parts of a `GenerateContentResponse`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    pub out: ModelOutput,
-    pub finish_reason: Option<String>,
-    pub usage: Option<Usage>,
-    pub block_reason: Option<String>,
-    pub model_version: Option<String>,
-}
-
-/// Reads a reply; call ids are salted with `salt` (the reservation id, see `call_id`).
-pub fn parse_reply(body: &Value, salt: &str) -> Reply {
-    let cand = &body["candidates"][0];
-    let mut out = ModelOutput::default();
-    out.absorb(&cand["content"]["parts"], salt);
-    Reply {
-        out,
-        finish_reason: cand["finishReason"].as_str().map(str::to_string),
-        usage: Usage::from_metadata(&body["usageMetadata"]),
-        block_reason: body["promptFeedback"]["blockReason"].as_str().map(str::to_string),
-        model_version: body["modelVersion"].as_str().map(str::to_string),
-    }
-}
 
 /// The router's own `/v1/generate` request.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,74 +37,6 @@ pub const PASSTHROUGH: [&str; 7] =
 
 fn field_err(code: &'static str, msg: impl Into<String>) -> RouterError {
     RouterError::bad_request(code, msg)
-}
-
-/// Checks one `contents` entry: `{role: user|model, parts: [{text}]}` with non-empty text.
-pub fn validate_content(c: &Value, at: &str) -> Result<(), RouterError> {
-    let obj = c.as_object().ok_or_else(|| field_err("invalid_field", format!("{at}: must be an object")))?;
-    match obj.get("role") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(r)) if r == "user" || r == "model" => {}
-        Some(Value::String(r)) => {
-            return Err(field_err("invalid_field", format!("{at}.role: must be 'user' or 'model', got '{r}'")))
-        }
-        Some(_) => return Err(field_err("invalid_field", format!("{at}.role: must be 'user' or 'model'"))),
-    }
-    let parts = obj
-        .get("parts")
-        .and_then(Value::as_array)
-        .ok_or_else(|| field_err("invalid_field", format!("{at}.parts: must be an array")))?;
-    if parts.is_empty() {
-        return Err(field_err("empty_message", format!("{at}.parts: must not be empty")));
-    }
-    for (i, p) in parts.iter().enumerate() {
-        if !p.is_object() {
-            return Err(field_err("invalid_field", format!("{at}.parts[{i}]: must be an object")));
-        }
-        if let Some(t) = p.get("text") {
-            if !t.is_string() {
-                return Err(field_err("invalid_field", format!("{at}.parts[{i}].text: must be a string")));
-            }
-        }
-        validate_media(p, &format!("{at}.parts[{i}]"))?;
-    }
-    Ok(())
-}
-
-/// Checks the media of one part, in either spelling Google accepts: `inlineData` (or
-/// `inline_data`) needs a `mimeType` (or `mime_type`) and base64 `data`; `fileData` (or
-/// `file_data`) needs a `fileUri` (or `file_uri`). Everything passes through unchanged.
-pub fn validate_media(p: &Value, at: &str) -> Result<(), RouterError> {
-    fn pick<'v>(v: &'v Value, camel: &'static str, snake: &'static str) -> Option<(&'static str, &'v Value)> {
-        match v.get(camel) {
-            Some(x) => Some((camel, x)),
-            None => v.get(snake).map(|x| (snake, x)),
-        }
-    }
-    let string = |v: &Value, name: &str, camel: &'static str, snake: &'static str| match pick(v, camel, snake) {
-        Some((_, Value::String(s))) if !s.is_empty() => Ok(()),
-        Some((k, _)) => Err(field_err("invalid_media", format!("{at}.{name}.{k}: must be a non-empty string"))),
-        None => Err(field_err("invalid_media", format!("{at}.{name}.{camel}: is required"))),
-    };
-    if let Some((name, d)) = pick(p, "inlineData", "inline_data") {
-        if !d.is_object() {
-            return Err(field_err("invalid_media", format!("{at}.{name}: must be an object")));
-        }
-        string(d, name, "mimeType", "mime_type")?;
-        match d.get("data") {
-            Some(Value::String(b)) => crate::wire::base64::check(b)
-                .map_err(|why| field_err("invalid_base64", format!("{at}.{name}.data: {why}")))?,
-            Some(_) => return Err(field_err("invalid_base64", format!("{at}.{name}.data: must be a base64 string"))),
-            None => return Err(field_err("invalid_media", format!("{at}.{name}.data: is required"))),
-        }
-    }
-    if let Some((name, f)) = pick(p, "fileData", "file_data") {
-        if !f.is_object() {
-            return Err(field_err("invalid_media", format!("{at}.{name}: must be an object")));
-        }
-        string(f, name, "fileUri", "file_uri")?;
-    }
-    Ok(())
 }
 
 impl GenerateRequest {
