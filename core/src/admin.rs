@@ -126,11 +126,13 @@ pub fn admin_call(pool: &KeyPool, action: &AdminAction, by: &str) -> (Vec<String
     match action {
         AdminAction::Disable { key_id, .. } | AdminAction::Enable { key_id, .. } => k.push(keys::disabled(key_id)),
         AdminAction::ClearCooldown { group, .. } => {
-            let mut models: Vec<&str> =
-                pool.keys.iter().filter(|c| &c.quota_group == group).map(|c| c.model.as_str()).collect();
-            models.sort_unstable();
-            models.dedup();
-            k.extend(models.into_iter().map(|m| keys::cooldown(group, m)));
+            // Each model once, in pool order (no sort: it would add its own instance to the wasm).
+            for c in pool.keys.iter().filter(|c| &c.quota_group == group) {
+                let cd = keys::cooldown(group, &c.model);
+                if !k.contains(&cd) {
+                    k.push(cd);
+                }
+            }
         }
     }
     let args = object(vec![

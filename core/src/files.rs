@@ -81,6 +81,41 @@ pub fn files_in_contents<'a>(contents: impl IntoIterator<Item = &'a Value>) -> V
     out
 }
 
+/// The first value of the query parameter `name` in `url`, percent-decoded (`+` as a space).
+/// Read from the URL's text, not through a URL parser: the `url` crate (with IDNA) would add
+/// ~100 KB to the wasm for two query lookups.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    let query = crate::wire::api::url_query(url);
+    let raw = query.split('&').find_map(|pair| match pair.split_once('=') {
+        Some((k, v)) if k == name => Some(v),
+        None if pair == name => Some(""),
+        _ => None,
+    })?;
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit() => {
+                let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+                out.push(hex(b[i + 1]) * 16 + hex(b[i + 2]));
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `scheme://host[:port]` of an absolute URL (what `Url::origin` serializes for http(s)).
+pub fn url_origin(url: &str) -> &str {
+    let after = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after..].find(['/', '?', '#']).map_or(url.len(), |j| after + j);
+    &url[..end]
+}
+
 /// Every owned resource a generate request names: its cached content, then its files (the
 /// system instruction's and the contents'), at most [`MAX_NAMES`].
 pub fn referenced(req: &GenerateRequest) -> Vec<String> {
@@ -220,6 +255,18 @@ mod tests {
         req.contents = body["contents"].as_array().unwrap().clone();
         req.passthrough.insert("cachedContent".into(), json!("cachedContents/c1"));
         assert_eq!(referenced(&req), ["cachedContents/c1", "files/a", "files/b"]);
+    }
+
+    #[test]
+    fn query_params_and_origins_are_read_from_the_text() {
+        let u = "https://r.example:8443/upload/v1beta/files?a=1&upload_id=AB%2Bc-d_e&x#frag";
+        assert_eq!(query_param(u, "upload_id").as_deref(), Some("AB+c-d_e"));
+        assert_eq!(query_param(u, "x").as_deref(), Some(""));
+        assert_eq!(query_param(u, "nope"), None);
+        assert_eq!(query_param("http://h/p?upload_id=a+b%zz%4", "upload_id").as_deref(), Some("a b%zz%4"));
+        assert_eq!(query_param("http://h/?upload_id=%é1", "upload_id").as_deref(), Some("%é1"));
+        assert_eq!(url_origin(u), "https://r.example:8443");
+        assert_eq!(url_origin("http://127.0.0.1:8787?q"), "http://127.0.0.1:8787");
     }
 
     #[test]

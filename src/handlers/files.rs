@@ -153,9 +153,7 @@ async fn upload_parts(req: &mut Request, max: usize) -> Result<(Vec<(String, Str
 
 /// The session id of a resumable upload's data request (`?upload_id=`), if it is one.
 pub(super) fn upload_session_id(req: &Request) -> Option<String> {
-    let url = req.url().ok()?;
-    let id = url.query_pairs().find(|(k, _)| k == "upload_id").map(|(_, v)| v.into_owned());
-    id
+    files::query_param(&req.inner().url(), "upload_id")
 }
 
 /// The data of a resumable upload. google-genai sends it with no credential (Google's upload
@@ -194,7 +192,7 @@ pub(super) async fn upload_data(req: &mut Request, st: &State, session: &str) ->
 
 /// `POST /upload/v1beta/files`: a resumable start or a multipart upload.
 pub(super) async fn upload(req: &mut Request, cx: &Ctx<'_>) -> Answer {
-    let url = req.url().map_err(internal)?;
+    let url = req.inner().url();
     let base = &cx.settings.gemini_base_url;
     let (headers, body) = upload_parts(req, cx.settings.max_body_bytes).await?;
     // A new upload: any usable key; its group then owns the file.
@@ -202,19 +200,16 @@ pub(super) async fn upload(req: &mut Request, cx: &Ctx<'_>) -> Answer {
     let up =
         forward(Method::Post, &format!("{base}/upload/v1beta/files"), secret(cx, key), &headers, Some(body)).await?;
     if let Ok(Some(upstream_url)) = up.headers.get("x-goog-upload-url") {
-        let up_id = worker::Url::parse(&upstream_url)
-            .ok()
-            .and_then(|u| u.query_pairs().find(|(k, _)| k == "upload_id").map(|(_, v)| v.into_owned()))
+        let up_id = files::query_param(&upstream_url, "upload_id")
+            .filter(|id| !id.is_empty())
             .ok_or_else(|| internal("upload URL without upload_id"))?;
         let session = WorkerRuntime.random_hex(16);
         let cmds = files::session_commands(&session, &key.key_id, &up_id, &cx.caller.client_id);
         for r in cx.store.multi_exec(&cmds).await? {
             r?;
         }
-        let mine = format!(
-            "{}/upload/v1beta/files?upload_id={session}&upload_protocol=resumable",
-            url.origin().ascii_serialization()
-        );
+        let mine =
+            format!("{}/upload/v1beta/files?upload_id={session}&upload_protocol=resumable", files::url_origin(&url));
         return relay(&up, &[("x-goog-upload-url", mine)]);
     }
     record_file(&cx.store, &cx.caller.client_id, &up, key).await?;
@@ -273,17 +268,14 @@ pub(super) async fn resource(
 /// Lists the calling client's own files (or cached contents) from their owner records.
 async fn list(cx: &Ctx<'_>, kind: Kind) -> Answer {
     let set = keys::client_resources(&cx.caller.client_id);
-    let names = cx.store.command(&["SMEMBERS".into(), set]).await?;
+    let members = cx.store.command(&["SMEMBERS".into(), set]).await?;
     let prefix = format!("{}/", kind.collection());
-    let mut names: Vec<String> = names
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .filter(|n| n.starts_with(&prefix))
-        .map(str::to_string)
-        .collect();
-    names.sort();
+    // In name order, by insertion: a `sort` would add its own instance to the wasm.
+    let mut names: Vec<String> = Vec::new();
+    for n in members.as_array().into_iter().flatten().filter_map(Value::as_str).filter(|n| n.starts_with(&prefix)) {
+        let at = names.binary_search_by(|x| x.as_str().cmp(n)).unwrap_or_else(|i| i);
+        names.insert(at, n.to_string());
+    }
     let mut items = Vec::new();
     if !names.is_empty() {
         let cmds: Vec<Vec<String>> =
