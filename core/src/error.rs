@@ -17,6 +17,8 @@ pub enum LimitKind {
     Disabled,
     ClientRate,
     GlobalRate,
+    /// The caller's own token budget (`daily_tokens` or `tpm` in CLIENTS_JSON): code `client_budget`.
+    ClientBudget,
 }
 
 impl LimitKind {
@@ -29,6 +31,7 @@ impl LimitKind {
             LimitKind::Disabled => "disabled",
             LimitKind::ClientRate => "client_rate",
             LimitKind::GlobalRate => "global_rate",
+            LimitKind::ClientBudget => "client_budget",
         }
     }
 
@@ -41,6 +44,7 @@ impl LimitKind {
             "disabled" => LimitKind::Disabled,
             "client_rate" => LimitKind::ClientRate,
             "global_rate" => LimitKind::GlobalRate,
+            "client_budget" => LimitKind::ClientBudget,
             _ => return None,
         })
     }
@@ -67,6 +71,10 @@ pub enum RouterError {
     Unauthorized,
     Forbidden {
         scope: &'static str,
+    },
+    /// The caller's `models` list (CLIENTS_JSON) does not name the model.
+    ModelNotAllowed {
+        model: String,
     },
     UnknownModel {
         model: String,
@@ -127,6 +135,7 @@ impl RouterError {
             RouterError::MethodNotAllowed { .. } => 405,
             RouterError::Unauthorized => 401,
             RouterError::Forbidden { .. } => 403,
+            RouterError::ModelNotAllowed { .. } => 403,
             RouterError::UnknownModel { .. } => 400,
             RouterError::NoCapacity { .. } => 429,
             RouterError::PromptTooLarge { .. } => 413,
@@ -152,7 +161,9 @@ impl RouterError {
             RouterError::MethodNotAllowed { .. } => "method_not_allowed",
             RouterError::Unauthorized => "unauthorized",
             RouterError::Forbidden { .. } => "forbidden",
+            RouterError::ModelNotAllowed { .. } => "model_not_allowed",
             RouterError::UnknownModel { .. } => "unknown_model",
+            RouterError::NoCapacity { limit: LimitKind::ClientBudget, .. } => "client_budget",
             RouterError::NoCapacity { .. } => "rate_limited",
             RouterError::PromptTooLarge { .. } => "prompt_too_large",
             RouterError::UpstreamRejected { .. } => "upstream_rejected",
@@ -192,8 +203,12 @@ impl RouterError {
             }
             RouterError::Unauthorized => "missing or unknown API token".into(),
             RouterError::Forbidden { scope } => format!("token lacks the '{scope}' scope"),
+            RouterError::ModelNotAllowed { model } => format!("this token may not use model '{model}'"),
             RouterError::UnknownModel { model } => {
                 format!("no key in the pool serves model '{model}'")
+            }
+            RouterError::NoCapacity { limit: LimitKind::ClientBudget, .. } => {
+                "this token's token budget is used up (daily_tokens or tpm); see Retry-After".into()
             }
             RouterError::NoCapacity { limit, .. } => {
                 format!("no capacity: {} limit reached", limit.as_str())
@@ -283,6 +298,7 @@ mod tests {
             RouterError::MethodNotAllowed { allowed: "POST" },
             RouterError::Unauthorized,
             RouterError::Forbidden { scope: "admin" },
+            RouterError::ModelNotAllowed { model: "m".into() },
             RouterError::UnknownModel { model: "m".into() },
             RouterError::ConversationNotFound,
             RouterError::ConversationBusy,
@@ -305,6 +321,7 @@ mod tests {
             LimitKind::Disabled,
             LimitKind::ClientRate,
             LimitKind::GlobalRate,
+            LimitKind::ClientBudget,
         ] {
             assert_eq!(LimitKind::parse(k.as_str()), Some(k));
         }

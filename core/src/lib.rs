@@ -7,10 +7,12 @@
 //! Layout and request flow: `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod conversations;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod ids;
 pub mod json;
 pub mod log;

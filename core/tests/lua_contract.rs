@@ -13,8 +13,8 @@
 use llm_key_router_core::config::KeyConfig;
 use llm_key_router_core::error::LimitKind;
 use llm_key_router_core::store::{
-    keys, parse_reserve, parse_settle, reserve_call, settle_call, Bucket, ConvLock, ConvSettle, CooldownSpec,
-    Reservation, ReserveSpec, SettleSpec, Settled, RESERVE, SETTLE,
+    keys, parse_reserve, parse_settle, reserve_call, settle_call, Bucket, BudgetSettle, BudgetSpec, ConvLock,
+    ConvSettle, CooldownSpec, Reservation, ReserveSpec, SettleSpec, Settled, RESERVE, SETTLE,
 };
 use support::{Redis, Server};
 
@@ -47,6 +47,8 @@ fn spec<'a>(rid: &str, est: u64, candidates: Vec<&'a KeyConfig>) -> ReserveSpec<
         cfg: CFG.into(),
         buckets: vec![],
         conv: None,
+        budget: None,
+        owned: vec![],
         candidates,
         model: Some("m".into()),
     }
@@ -112,6 +114,7 @@ fn settle_spec<'a>(k: &'a KeyConfig, rid: &str, day: i64) -> SettleSpec<'a> {
         cooldown: None,
         disable: None,
         conv: None,
+        budget: None,
     }
 }
 
@@ -137,6 +140,39 @@ fn reserved_without_a_conversation() {
             assert_eq!((est, history, system), (10, vec![], None));
         }
         other => panic!("expected Reserved, got {other:?}"),
+    }
+}
+
+/// Issue 14: the caller's daily budget is checked with the estimate, debited on admission,
+/// corrected to the real usage by the settle, and a refusal consumes no key quota.
+#[test]
+fn client_budget_is_checked_debited_and_settled() {
+    let s = Server::start();
+    let mut r = s.client();
+    let k = key("k1", "m", 100, 100_000, 1000);
+    let budget = BudgetSpec { client: "client-1".into(), daily: Some(100), tpm: None };
+    let mut sp = spec("b-1", 60, vec![&k]);
+    sp.budget = Some(budget.clone());
+    let (rid, _, day) = reserved(&mut r, &sp);
+    let used = |r: &mut Redis| match r.cmd(&["HGET", &keys::client_budget_day("client-1"), "used"]) {
+        support::Resp::Bulk(Some(v)) => v.parse::<u64>().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(used(&mut r), 60);
+    // The real usage (12 in + 3 out + 1 thinking) replaces the estimate.
+    let mut st = settle_spec(&k, &rid, day);
+    st.budget = Some(BudgetSettle { client: "client-1".into(), day, est: 60 });
+    settle(&mut r, &st);
+    assert_eq!(used(&mut r), 16);
+    // 16 + 90 > 100: refused until the next Pacific midnight, and no key quota is taken.
+    let mut sp = spec("b-2", 90, vec![&k]);
+    sp.budget = Some(budget);
+    let (limit, retry_at, now, _) = refused(&mut r, &sp);
+    assert_eq!(limit, LimitKind::ClientBudget);
+    assert!(retry_at.unwrap() > now);
+    match r.cmd(&["ZCARD", &keys::log("k1", "m")]) {
+        support::Resp::Int(n) => assert_eq!(n, 1),
+        other => panic!("{other:?}"),
     }
 }
 

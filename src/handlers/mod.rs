@@ -2,8 +2,10 @@
 //! behind auth gets its [`Ctx`] from [`Ctx::new`], which checks, in this order, the config, the
 //! caller's token, its scopes and the kill switch, so no handler repeats any of them.
 
+mod admin;
 mod conversations;
 mod embeddings;
+mod files;
 mod models;
 mod observe;
 
@@ -67,6 +69,23 @@ pub(crate) async fn dispatch(req: &mut Request, wctx: &Context, st: &State, rout
         Route::ConvDelete(id) => conversations::delete(&cx()?, id).await,
         Route::ConvMessages(id) => conversations::messages(req, &cx()?, id).await,
         Route::ConvList => conversations::list(req, &cx()?).await,
+        Route::FileUpload => match files::upload_session_id(req) {
+            // A resumable upload's data carries no credential: its session authorizes it.
+            Some(session) => files::upload_data(req, st, &session).await,
+            None => {
+                let cx = cx()?;
+                files::upload(req, &cx).await
+            }
+        },
+        Route::Resource { kind, id, method } => {
+            let cx = cx()?;
+            files::resource(req, &cx, *kind, id.as_deref(), *method).await
+        }
+        Route::AdminKeys => admin::keys(&cx()?).await,
+        Route::AdminChange { verb, target } => {
+            let cx = cx()?;
+            admin::change(req, &cx, *verb, target).await
+        }
     }
 }
 
@@ -112,6 +131,9 @@ impl<'a> Ctx<'a> {
             client_id: client.id.clone(),
             rpm: client.rpm.unwrap_or(settings.user_rpm_default),
             burst: client.burst.unwrap_or(settings.user_burst_default),
+            daily_tokens: client.daily_tokens,
+            tpm: client.tpm,
+            models: client.models.clone(),
         };
         Ok(Ctx { wctx, st, settings, pool, store, caller, started })
     }

@@ -200,7 +200,7 @@ fn shape_answer(cx: &Ctx<'_>, gen: &GenerateRequest, s: &Success, shape: Shape) 
             let body = openai::completion(&id, now, &s.model_used, &s.reply, &s.usage, include_thoughts);
             respond::json_with_key(&body, &s.key_id)
         }
-        Shape::Gemini { .. } => respond::json(200, &s.raw),
+        Shape::Gemini { .. } => respond::json_with_key(&s.raw, &s.key_id),
     }
 }
 

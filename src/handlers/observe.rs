@@ -16,12 +16,16 @@ use serde_json::Value;
 use worker::Date;
 
 /// Reads everything in one `stats_v1` round trip and builds the `/stats` document.
-async fn read_stats(cx: &Ctx<'_>) -> Result<observe::Stats, RouterError> {
+pub(super) async fn read_stats(cx: &Ctx<'_>) -> Result<observe::Stats, RouterError> {
     let (store, pool, settings, fingerprint) = (&cx.store, cx.pool, cx.settings, &cx.st.fingerprint);
     let clients: Vec<String> = settings.clients.clients.iter().map(|c| c.id.clone()).collect();
     let layout = Layout::new(pool, &clients);
     let raw = observe::read_stats(store, pool, &layout, settings.window_ms).await?;
-    Ok(observe::build_stats(pool, &layout, &raw, fingerprint, settings.window_ms))
+    let mut s = observe::build_stats(pool, &layout, &raw, fingerprint, settings.window_ms);
+    let limits: Vec<(Option<u64>, Option<u64>)> =
+        settings.clients.clients.iter().map(|c| (c.daily_tokens, c.tpm)).collect();
+    observe::add_client_budgets(&mut s, &raw, &limits);
+    Ok(s)
 }
 
 pub(super) async fn stats(cx: &Ctx<'_>) -> Answer {

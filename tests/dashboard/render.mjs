@@ -4,6 +4,11 @@
 //
 //   node tests/dashboard/render.mjs --url http://127.0.0.1:8787 --token T [--polls 2]
 //        [--screenshot docs/dashboard.png] [--chromium /usr/bin/chromium] [--wait-file PATH]
+//        [--admin-disable KEY_ID --reason TEXT]
+//
+// With --admin-disable (an admin token), it clicks the key's "disable" button with the reason,
+// waits for the row to show "disabled" and the audit table to list the change, then clicks
+// "enable" and waits for the row to come back; it reports what it saw under `admin`.
 //
 // With --wait-file, after the polls it waits until PATH exists (the test's traffic is over) and
 // then for one more poll, so what it reads back is the figures after the last request.
@@ -21,6 +26,8 @@ const token = arg("token");
 const polls = Number(arg("polls", "1"));
 const shot = arg("screenshot");
 const waitFile = arg("wait-file");
+const adminKey = arg("admin-disable");
+const adminReason = arg("reason", "from the dashboard test");
 const exe = arg("chromium", process.env.CHROMIUM_PATH || "/usr/bin/chromium");
 if (!url || !token) {
   console.error("usage: render.mjs --url URL --token TOKEN [--polls N] [--screenshot PATH]");
@@ -102,8 +109,25 @@ try {
       status: document.getElementById("status").textContent,
     };
   });
+  let admin = null;
+  if (adminKey) {
+    const row = `#keys tbody tr[data-key-id="${adminKey}"]`;
+    const status = () => page.$eval(`${row} [data-field="status"]`, (e) => e.textContent.trim());
+    await page.waitForSelector(`${row} button[data-action="disable"]`, { state: "visible", timeout: 15000 });
+    await page.fill("#admin-reason", adminReason);
+    await page.click(`${row} button[data-action="disable"]`);
+    await page.waitForFunction((r) => document.querySelector(`${r} [data-field="status"]`)?.textContent.trim() === "disabled", row, { timeout: 15000 });
+    const afterDisable = await status();
+    const disabledText = await page.$eval(`${row} [data-field="disabled"]`, (e) => e.textContent.trim());
+    await page.waitForSelector(`#audit tbody tr[data-audit-action="disable"][data-target="${adminKey}"]`, { timeout: 15000 });
+    const audit = await page.$$eval("#audit tbody tr", (rows) => rows.map((r) => [...r.children].map((c) => c.textContent.trim())));
+    await page.click(`${row} button[data-action="enable"]`);
+    await page.waitForFunction((r) => document.querySelector(`${r} [data-field="status"]`)?.textContent.trim() === "available", row, { timeout: 15000 });
+    admin = { after_disable: afterDisable, disabled_text: disabledText, audit, after_enable: await status(),
+      result: await page.$eval("#admin-result", (e) => e.textContent.trim()) };
+  }
   if (shot) await page.screenshot({ path: shot, fullPage: true });
-  console.log(JSON.stringify({ ...shown, token_stored: stored === token, asked_again: askedAgain, polls_seen: seen.size, errors }));
+  console.log(JSON.stringify({ ...shown, admin, token_stored: stored === token, asked_again: askedAgain, polls_seen: seen.size, errors }));
 } catch (e) {
   console.error(String(e));
   console.error("page errors:", JSON.stringify(errorsSeen));

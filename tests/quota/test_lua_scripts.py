@@ -227,13 +227,22 @@ def dumps(v) -> str:
     return json.dumps(v, separators=(",", ":"))
 
 
-def reserve_call(rid, est, cands, window_ms=60000, cfg="cfg-1", buckets=(), conv: ConvLock | None = None):
-    """Mirror of `store::reserve_call`."""
+def k_budget(client):
+    """The client budget's day hash, minute log and minute tokens (`keys::client_budget_*`)."""
+    return [f"{{llmr}}:cb:d:{client}", f"{{llmr}}:cb:w:{client}", f"{{llmr}}:cb:t:{client}"]
+
+
+def reserve_call(rid, est, cands, window_ms=60000, cfg="cfg-1", buckets=(), conv: ConvLock | None = None,
+                 budget=None, owned=()):
+    """Mirror of `store::reserve_call`. budget: (client, daily | None, tpm | None)."""
     k = [LAST_USED]
     for b in buckets:
         k.append(b.key)
     if conv is not None:
         k += [k_conv_meta(conv.id), k_conv_turns(conv.id), k_conv_lock(conv.id)]
+    if budget is not None:
+        k += k_budget(budget[0])
+    k += ["{llmr}:res:" + n for n in owned]
     for c in cands:
         k += [
             k_log(c.quota_group, c.model),
@@ -249,13 +258,15 @@ def reserve_call(rid, est, cands, window_ms=60000, cfg="cfg-1", buckets=(), conv
         "cfg": cfg,
         "buckets": [{"rate": b.rate_per_min, "burst": b.burst, "name": b.name} for b in buckets],
         "conv": None if conv is None else {"owner": conv.owner, "lock_id": conv.lock_id, "lock_ms": conv.lock_ms},
+        "budget": None if budget is None else {"daily": budget[1], "tpm": budget[2]},
+        "owned": len(owned),
         "cands": [{"k": c.key_id, "rpm": c.rpm, "tpm": c.tpm, "rpd": c.rpd, "w": float(c.weight)} for c in cands],
     }
     return k, [dumps(arg)]
 
 
 def settle_call(key: Key, rid, day, outcome="success", release=False, input=None, output=0, thoughts=0,
-                cooldown=None, disable=None, conv: ConvSettle | None = None, client="c1"):
+                cooldown=None, disable=None, conv: ConvSettle | None = None, client="c1", budget=None):
     """Mirror of `store::settle_call`. cooldown: ("delay", ms, reason) | ("day", reason) | ("unknown", reason);
     disable: (reason, cfg)."""
     keys = [
@@ -270,6 +281,8 @@ def settle_call(key: Key, rid, day, outcome="success", release=False, input=None
     ]
     if conv is not None:
         keys += [k_conv_meta(conv.id), k_conv_turns(conv.id), k_conv_lock(conv.id)]
+    if budget is not None:  # (client, day, est)
+        keys += k_budget(budget[0])
     cd = None
     if cooldown is not None:
         if cooldown[0] == "delay":
@@ -291,6 +304,7 @@ def settle_call(key: Key, rid, day, outcome="success", release=False, input=None
         "disable": None if disable is None else {"reason": disable[0], "cfg": disable[1]},
         "conv": None if conv is None or not conv.turns else {"turns": conv.turns, "ttl_s": conv.ttl_s, "tokens": conv.tokens, "est": conv.est},
         "lock_id": None if conv is None else conv.lock_id,
+        "budget": None if budget is None else {"day": budget[1], "est": budget[2]},
     }
     return keys, [dumps(arg)]
 
@@ -680,6 +694,113 @@ def test_disable_holds_while_the_config_fingerprint_matches(rest):
     assert r["ok"] == 1 and r["key"] == "a"
 
 
+# --------------------------------------------------------------------------- admin_v1 (issue 14)
+
+ADMIN = Script("admin_v1", lua_text("pacific.lua") + lua_text("admin_v1.lua"))
+AUDIT = "{llmr}:audit"
+
+
+def admin(rest: Rest, action, target, targets, by="ops", reason=None, cap=200) -> dict:
+    """Mirror of `admin::admin_call`: the audit list, then the target hashes."""
+    arg = {"action": action, "target": target, "by": by, "reason": reason, "cap": cap}
+    return json.loads(rest.eval(ADMIN, [AUDIT] + targets, [dumps(arg)]))
+
+
+def test_manual_disable_holds_under_any_fingerprint_until_enabled(rest):
+    a, b = Key("a"), Key("b")
+    out = admin(rest, "disable", "a", [k_disabled("a")], reason="rotating")
+    assert out["changed"] == 1 and out["now"] > 0
+    dis = rest.hgetall(k_disabled("a"))
+    assert dis["manual"] == "1" and dis["reason"] == "rotating" and dis["by"] == "ops"
+    for cfg in ("cfg-1", "cfg-2"):
+        r = reserve(rest, "m-" + cfg, 1, [a], cfg=cfg)
+        assert r == {"ok": 0, "limit": "disabled", "retry_at": None, "now": r["now"]}
+        assert reserve(rest, "n-" + cfg, 1, [a, b], cfg=cfg)["key"] == "b"
+    # Nothing was reserved on the disabled key.
+    assert rest("ZCARD", k_log("a", MODEL)) == 0
+    assert admin(rest, "enable", "a", [k_disabled("a")])["changed"] == 1
+    assert rest("EXISTS", k_disabled("a")) == 0
+    assert reserve(rest, "back", 1, [a])["key"] == "a"
+    # Enabling an enabled key changes nothing but is still audited.
+    assert admin(rest, "enable", "a", [k_disabled("a")])["changed"] == 0
+    entries = [json.loads(e) for e in rest("LRANGE", AUDIT, 0, -1)]
+    assert [(e["action"], e["target"], e["changed"], e["by"]) for e in entries] == [
+        ("enable", "a", 0, "ops"), ("enable", "a", 1, "ops"), ("disable", "a", 1, "ops")]
+    assert entries[2]["reason"] == "rotating" and entries[0]["reason"] == ""
+
+
+def test_enable_lifts_an_automatic_disable_without_a_config_change(rest):
+    a = Key("a")
+    r = reserve(rest, "x1", 1, [a], cfg="cfg-1")
+    settle(rest, a, "x1", r["day"], outcome="key_rejected", disable=("403 API_KEY_SERVICE_BLOCKED", "cfg-1"))
+    assert reserve(rest, "x2", 1, [a], cfg="cfg-1")["limit"] == "disabled"
+    assert admin(rest, "enable", "a", [k_disabled("a")], reason="unblocked in the console")["changed"] == 1
+    assert reserve(rest, "x3", 1, [a], cfg="cfg-1")["key"] == "a"
+
+
+def test_clear_cooldown_removes_every_model_of_the_group_and_the_audit_is_capped(rest):
+    a, a2 = Key("a", quota_group="g"), Key("a2", quota_group="g", model="other")
+    for k in (a, a2):
+        r = reserve(rest, "c-" + k.key_id, 1, [k])
+        settle(rest, k, "c-" + k.key_id, r["day"], outcome="rate_limited", cooldown=("delay", 600000, "429"))
+        assert reserve(rest, "d-" + k.key_id, 1, [k])["limit"] == "cooldown"
+    out = admin(rest, "clear_cooldown", "g", [k_cooldown("g", MODEL), k_cooldown("g", "other")])
+    assert out["changed"] == 2
+    assert reserve(rest, "e1", 1, [a])["ok"] == 1 and reserve(rest, "e2", 1, [a2])["ok"] == 1
+    for i in range(5):
+        admin(rest, "enable", "a", [k_disabled("a")], cap=3, reason=str(i))
+    assert [json.loads(e)["reason"] for e in rest("LRANGE", AUDIT, 0, -1)] == ["4", "3", "2"]
+
+
+# --------------------------------------------------------------------------- client budgets (issue 14)
+
+
+def test_a_named_file_restricts_the_choice_to_its_owner_group(rest):
+    a, b, c = Key("a", rpm=2), Key("b", rpm=100), Key("c", rpm=100)
+    rest("HSET", "{llmr}:res:files/f1", "group", "a", "key", "a", "client", "cl")
+    for i in range(2):
+        r = reserve(rest, f"f{i}", 1, [b, c, a], owned=["files/f1", "files/unknown"])
+        assert r["ok"] == 1 and r["key"] == "a"
+    # Its group is full: a 429 with the time it frees, never another project's key.
+    r = reserve(rest, "f2", 1, [b, c, a], owned=["files/f1"])
+    assert r["ok"] == 0 and r["limit"] == "rpm" and r["retry_at"] > r["now"]
+    # A file the router never saw restricts nothing.
+    assert reserve(rest, "f3", 1, [b, c, a], owned=["files/unknown"])["ok"] == 1
+
+
+def test_daily_budget_refuses_until_pacific_midnight_and_consumes_no_key_quota(rest):
+    a = Key("a")
+    r = reserve(rest, "b1", 60, [a], budget=("cl", 100, None))
+    assert r["ok"] == 1
+    assert rest.hgetall(k_budget("cl")[0])["used"] == "60"
+    # Real usage 20 in + 5 out replaces the 60 reserved.
+    settle(rest, a, "b1", r["day"], input=20, output=5, budget=("cl", r["day"], 60))
+    assert rest.hgetall(k_budget("cl")[0])["used"] == "25"
+    r2 = reserve(rest, "b2", 76, [a], budget=("cl", 100, None))
+    _, next_mid = py_pacific(r2["now"])
+    assert r2 == {"ok": 0, "limit": "client_budget", "retry_at": next_mid, "now": r2["now"]}
+    assert rest("ZCARD", k_log("a", MODEL)) == 1  # only b1
+    # Another client, or the same one within budget, is served.
+    assert reserve(rest, "b3", 76, [a], budget=("other", 100, None))["ok"] == 1
+    assert reserve(rest, "b4", 75, [a], budget=("cl", 100, None))["ok"] == 1
+    # A failed attempt gives its estimate back.
+    r5 = reserve(rest, "b5", 1, [a], budget=("other", 100, None))
+    settle(rest, a, "b5", r5["day"], outcome="rate_limited", budget=("other", r5["day"], 1))
+    assert rest.hgetall(k_budget("other")[0])["used"] == "76"
+
+
+def test_tpm_budget_frees_when_the_window_does(rest):
+    a = Key("a")
+    r1 = reserve(rest, "t1", 40, [a], budget=("cl", None, 50))
+    assert r1["ok"] == 1
+    r2 = reserve(rest, "t2", 20, [a], budget=("cl", None, 50))
+    assert r2["limit"] == "client_budget" and r2["retry_at"] == r1["now"] + 60000
+    # Settled lower (8 tokens in all), the minute has room again.
+    settle(rest, a, "t1", r1["day"], input=5, output=3, budget=("cl", r1["day"], 40))
+    assert rest.hgetall(k_budget("cl")[2])["_sum"] == "8"
+    assert reserve(rest, "t3", 20, [a], budget=("cl", None, 50))["ok"] == 1
+
+
 def test_settle_updates_stats_counters(rest):
     a, b = Key("a"), Key("b")
     r = reserve(rest, "st1", 100, [a])
@@ -827,6 +948,30 @@ def test_weights_skew_the_choice(rest):
 
 
 # --------------------------------------------------------------------------- 9. conversations
+
+
+def test_conversation_prefers_the_group_of_its_previous_turn_when_it_has_room(rest):
+    a, b = Key("a", rpm=100), Key("b", rpm=2)
+    cid = "affa"
+    rest("HSET", k_conv_meta(cid), "owner", "alice")
+    # Without history, the usual choice: "a" has the most headroom... make "b" the idle one.
+    for i in range(3):
+        reserve(rest, f"busy{i}", 1, [a])
+    r = reserve(rest, "t1", 1, [a, b], conv=ConvLock(cid, "alice", "L1"))
+    assert r["key"] == "b"
+    settle(rest, b, "t1", r["day"], input=1, conv=ConvSettle(cid, "L1", ["u", "m"]))
+    assert rest("HGET", k_conv_meta(cid), "aff") == k_log("b", MODEL)
+    # "a" now has more headroom (97/100 vs 1/2), but the conversation stays on "b" while it has room.
+    r = reserve(rest, "t2", 1, [a, b], conv=ConvLock(cid, "alice", "L2"))
+    assert r["key"] == "b"
+    settle(rest, b, "t2", r["day"], input=1, conv=ConvSettle(cid, "L2", ["u", "m"]))
+    # "b" is full (rpm 2): the usual choice takes over, and the turn moves the affinity.
+    r = reserve(rest, "t3", 1, [a, b], conv=ConvLock(cid, "alice", "L3"))
+    assert r["key"] == "a"
+    settle(rest, a, "t3", r["day"], input=1, conv=ConvSettle(cid, "L3", ["u", "m"]))
+    assert rest("HGET", k_conv_meta(cid), "aff") == k_log("a", MODEL)
+    # Requests without the conversation are unaffected.
+    assert reserve(rest, "free", 1, [b, a])["key"] == "a"
 
 
 def test_conversation_lock_history_and_settle(rest):

@@ -41,9 +41,20 @@ pub struct Client {
     pub scopes: Vec<Scope>,
     pub rpm: Option<u32>,
     pub burst: Option<u32>,
+    /// Tokens (input + output + thinking) the client may use per Pacific day.
+    pub daily_tokens: Option<u64>,
+    /// Tokens the client may use in any rolling minute (the quota window).
+    pub tpm: Option<u64>,
+    /// The models the client may use; `None`: every model of the pool.
+    pub models: Option<Vec<String>>,
 }
 
 impl Client {
+    /// Whether the client may use `model` (no `models` list: any).
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.models.as_ref().is_none_or(|m| m.iter().any(|x| x == model))
+    }
+
     /// `admin` implies every other scope.
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
@@ -104,7 +115,17 @@ impl Clients {
                 }
             };
             let (rpm, burst) = (lim("rpm", c.rpm), lim("burst", c.burst));
-            clients.push(Client { id: c.id, digest, scopes, rpm, burst });
+            let (daily_tokens, tpm) =
+                (lim("daily_tokens", c.daily_tokens).map(u64::from), lim("tpm", c.tpm).map(u64::from));
+            if let Some(ms) = &c.models {
+                if ms.is_empty() {
+                    errors.push(format!("{at}.models: must name at least one model (omit it to allow all)"));
+                }
+                for m in ms.iter().filter(|m| !crate::ids::valid_name(m)) {
+                    errors.push(format!("{at}.models: '{m}' is not a model name"));
+                }
+            }
+            clients.push(Client { id: c.id, digest, scopes, rpm, burst, daily_tokens, tpm, models: c.models });
         }
         if errors.is_empty() {
             Ok(Clients { clients })
@@ -180,6 +201,22 @@ mod tests {
         assert_eq!((ops.rpm, ops.burst), (Some(5), Some(7)));
         assert!(c.authenticate("tok-b").is_none());
         assert!(c.authenticate("").is_none());
+    }
+
+    #[test]
+    fn budgets_and_model_lists() {
+        let json = format!(
+            r#"{{"clients":[{{"id":"a","token_sha256":"{}","scopes":["generate"],"daily_tokens":1000,"tpm":50,
+                              "models":["gemini-2.5-flash"]}}]}}"#,
+            hex(sha256(b"tok-a"))
+        );
+        let c = Clients::parse(&json).unwrap();
+        let a = c.authenticate("tok-a").unwrap();
+        assert_eq!((a.daily_tokens, a.tpm), (Some(1000), Some(50)));
+        assert!(a.allows_model("gemini-2.5-flash") && !a.allows_model("gemini-2.5-pro"));
+        let errs = Clients::parse(&json.replace("1000", "0").replace(r#"["gemini-2.5-flash"]"#, "[]")).unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].contains("daily_tokens") && errs[1].contains("models"), "{errs:?}");
     }
 
     #[test]

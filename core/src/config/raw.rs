@@ -207,6 +207,9 @@ pub(super) struct RawClient {
     pub scopes: Vec<String>,
     pub rpm: Option<i64>,
     pub burst: Option<i64>,
+    pub daily_tokens: Option<i64>,
+    pub tpm: Option<i64>,
+    pub models: Option<Vec<String>>,
 }
 
 /// `CLIENTS_JSON`: `{"clients": [...]}`.
@@ -222,6 +225,13 @@ pub(super) fn raw_clients(json: &str) -> Result<Vec<RawClient>, String> {
             scopes: o.strings("scopes")?,
             rpm: o.opt_int("rpm")?,
             burst: o.opt_int("burst")?,
+            daily_tokens: o.opt_int("daily_tokens")?,
+            tpm: o.opt_int("tpm")?,
+            models: match o.opt("models") {
+                None => None,
+                Some(Value::Array(list)) => Some(strings(&o.path("models"), list)?),
+                Some(v) => return Err(o.wrong("models", "an array", v)),
+            },
         };
         o.finish()?;
         out.push(client);

@@ -50,6 +50,10 @@ pub(super) struct Walk {
     refused_keys: Vec<String>,
     /// The soonest refusal of the current model so far, reported if the widened offer refuses.
     held: Option<Refusal>,
+    /// The request names files or cached contents: `reserve_v1` restricts the candidates to
+    /// their owner's quota group, which only Redis knows, so every key is offered (a window
+    /// might hold none of the owner's keys).
+    names_files: bool,
 }
 
 /// A refusal as the walk reports it: the limit, when to retry, the bucket's limit/remaining.
@@ -100,6 +104,7 @@ impl Walk {
             sampled: false,
             refused_keys: Vec::new(),
             held: None,
+            names_files: !plan.owned.is_empty(),
         }
     }
 
@@ -110,7 +115,8 @@ impl Walk {
     ///
     /// A model with more than [`OFFER_WINDOW`] such keys is offered a weighted window of them
     /// first (a request that lets the reservation pick the conversation's model is offered
-    /// every key: the script filters by a model only it knows).
+    /// every key: the script filters by a model only it knows; so is one naming files or cached
+    /// contents: the script keeps only their owner's quota group, which only it knows).
     pub fn next_offer<'p>(
         &mut self,
         pool: &'p KeyPool,
@@ -132,7 +138,7 @@ impl Walk {
                     if widened {
                         keys.retain(|k| !self.refused_keys.contains(&k.key_id));
                     }
-                    self.sampled = !widened && !self.pick_model && keys.len() > OFFER_WINDOW;
+                    self.sampled = !widened && !self.pick_model && !self.names_files && keys.len() > OFFER_WINDOW;
                     if self.sampled {
                         keys = sample_window(&keys, OFFER_WINDOW, random());
                     }
@@ -152,7 +158,7 @@ impl Walk {
         retry_after_ms: Option<u64>,
         bucket: Option<(u64, u64)>,
     ) -> Option<RouterError> {
-        if matches!(limit, LimitKind::ClientRate | LimitKind::GlobalRate) {
+        if matches!(limit, LimitKind::ClientRate | LimitKind::GlobalRate | LimitKind::ClientBudget) {
             return Some(RouterError::NoCapacity { limit, retry_after_ms, bucket });
         }
         // Keep the refusal that frees soonest (a `None` retry never frees by waiting).
@@ -330,7 +336,8 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                 Err(e) => {
                     let conv_part =
                         conv.as_ref().map(|c| conv_settle(c, settings.conversation_ttl_seconds, Vec::new(), 0, 0));
-                    let reserved = Reserved { key, client_id: &caller.client_id, rid, day: granted.day };
+                    let reserved =
+                        Reserved { key, client_id: &caller.client_id, rid, day: granted.day, budget: granted.budget };
                     let charge = Charge { release: true, ..Charge::kept("client_error") };
                     let _ = self.store.settle(&settle_spec(reserved, charge, &self.cfg_fingerprint, conv_part)).await;
                     return Err(walk.fail(e));
@@ -350,7 +357,13 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                     // The conversation is too large: give the reservation back and unlock.
                     let conv_part =
                         conv.as_ref().map(|c| conv_settle(c, settings.conversation_ttl_seconds, Vec::new(), 0, 0));
-                    let reserved = Reserved { key, client_id: &caller.client_id, rid, day: granted.day };
+                    let reserved = Reserved {
+                        key,
+                        client_id: &caller.client_id,
+                        rid,
+                        day: granted.day,
+                        budget: granted.budget.clone(),
+                    };
                     let charge = Charge { release: true, ..Charge::kept("client_error") };
                     let _ = self.store.settle(&settle_spec(reserved, charge, &self.cfg_fingerprint, conv_part)).await;
                     return Err(walk.fail(e));
@@ -376,7 +389,8 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                 cooldown_until,
                 duration_ms: elapsed,
             };
-            let reserved = Reserved { key, client_id: &caller.client_id, rid, day: granted.day };
+            let reserved =
+                Reserved { key, client_id: &caller.client_id, rid, day: granted.day, budget: granted.budget.clone() };
             let next = match verdict {
                 Verdict::Stream(first) => {
                     walk.attempts.push(attempt("success", None));
@@ -391,6 +405,7 @@ impl<'a, Q: QuotaStore, U: Upstream, R: Runtime> Router<'a, Q, U, R> {
                         ttl_s: settings.conversation_ttl_seconds,
                         estimator: settings.estimator,
                         started_at: t0,
+                        budget: reserved.budget,
                     };
                     return Ok(Outcome::Stream(PendingStream::new(first, finish, walk.attempts, omitted_turns)));
                 }

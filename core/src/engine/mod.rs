@@ -99,6 +99,27 @@ pub struct Caller {
     pub client_id: String,
     pub rpm: u32,
     pub burst: u32,
+    /// Tokens per Pacific day (CLIENTS_JSON `daily_tokens`).
+    pub daily_tokens: Option<u64>,
+    /// Tokens per rolling minute (CLIENTS_JSON `tpm`).
+    pub tpm: Option<u64>,
+    /// The models this caller may use; `None`: all.
+    pub models: Option<Vec<String>>,
+}
+
+impl Caller {
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.models.as_ref().is_none_or(|m| m.iter().any(|x| x == model))
+    }
+
+    /// The budget the reservation checks, when the caller has one.
+    pub fn budget(&self) -> Option<crate::store::BudgetSpec> {
+        (self.daily_tokens.is_some() || self.tpm.is_some()).then(|| crate::store::BudgetSpec {
+            client: self.client_id.clone(),
+            daily: self.daily_tokens,
+            tpm: self.tpm,
+        })
+    }
 }
 
 /// The engine for one request, over borrowed config and ports.

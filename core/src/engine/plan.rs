@@ -50,6 +50,8 @@ pub(super) struct Plan {
     pub deadline: u64,
     /// An embedding call: its Gemini method and body, sent as is on every attempt.
     pub embed: Option<(&'static str, String)>,
+    /// Files and cached contents the request names: reserved only on their owner's group.
+    pub owned: Vec<String>,
     /// The media of the new turns by its token cost (`quota::media`), the worst case over the
     /// chain: what they add to a conversation's history estimate besides their text.
     pub new_media_tokens: u64,
@@ -60,10 +62,16 @@ impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
         if !self.pool.serves(&req.model) {
             return Err(RouterError::UnknownModel { model: req.model.clone() });
         }
+        // The caller's model list, before any Redis call; fallbacks it may not use are skipped.
+        let model_from_conversation = req.model_from_conversation && req.conversation_id.is_some();
+        if !model_from_conversation && !caller.allows_model(&req.model) {
+            return Err(RouterError::ModelNotAllowed { model: req.model.clone() });
+        }
         let started = self.rt.now_ms();
         let mut models = vec![req.model.clone()];
         if req.allow_fallback {
-            models.extend(self.pool.fallbacks.get(&req.model).cloned().unwrap_or_default());
+            let chain = self.pool.fallbacks.get(&req.model).cloned().unwrap_or_default();
+            models.extend(chain.into_iter().filter(|m| caller.allows_model(m)));
         }
         let request_id = self.rt.random_hex(16);
         // A conversation send that named no model uses the conversation's own, which the
@@ -104,6 +112,7 @@ impl<'a, Q, U, R: Runtime> Router<'a, Q, U, R> {
             est,
             deadline: started + self.settings.request_deadline_ms,
             embed: None,
+            owned: crate::files::referenced(req),
             new_media_tokens,
         })
     }

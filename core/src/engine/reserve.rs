@@ -26,6 +26,8 @@ pub(super) struct Granted<'p> {
     /// The conversation's stored turns and system instruction.
     pub history: Vec<String>,
     pub system: Option<String>,
+    /// What the reservation debited from the caller's budget, for the settle to correct.
+    pub budget: Option<crate::store::BudgetSettle>,
     /// The oldest stored turns the script did not read back (outside the context budget).
     pub skipped: usize,
 }
@@ -74,18 +76,22 @@ impl<'a, Q: QuotaStore, U, R> Router<'a, Q, U, R> {
             // The caller's and the global rate count requests, not attempts.
             buckets: if first { buckets(self.settings, caller) } else { vec![] },
             conv,
+            budget: caller.budget(),
+            owned: plan.owned.clone(),
             candidates: offer.keys,
             model: Some(offer.model),
         };
         let answer = self.store.reserve(&spec).await.map_err(|e| Denied::Stop(e.into()))?;
         match answer {
-            Reservation::Reserved { key_id, day, history, system, model: chosen_model, .. } => {
+            Reservation::Reserved { key_id, day, history, system, model: chosen_model, est, .. } => {
                 let Some(key) = self.pool.keys.iter().find(|k| k.key_id == key_id) else {
                     let e = StoreError::Protocol(format!("reserve_v1 chose unknown key '{key_id}'"));
                     return Err(Denied::Stop(e.into()));
                 };
+                let budget =
+                    spec.budget.as_ref().map(|b| crate::store::BudgetSettle { client: b.client.clone(), day, est });
                 let (history, skipped) = split_skipped(history);
-                Ok(Granted { key, chosen_model, day, history, system, skipped })
+                Ok(Granted { key, chosen_model, day, history, system, skipped, budget })
             }
             Reservation::NoCandidates => Err(Denied::Stop(RouterError::UnknownModel { model })),
             Reservation::Refused { limit, retry_at, now, bucket } => {

@@ -42,6 +42,7 @@ pub(super) struct Reserved<'k> {
     pub client_id: &'k str,
     pub rid: String,
     pub day: i64,
+    pub budget: Option<crate::store::BudgetSettle>,
 }
 
 pub(super) fn settle_spec<'k>(
@@ -64,6 +65,7 @@ pub(super) fn settle_spec<'k>(
         cooldown: charge.cooldown,
         disable: charge.disable.map(|reason| (reason, cfg_fingerprint.to_string())),
         conv,
+        budget: r.budget,
     }
 }
 
@@ -81,16 +83,31 @@ pub struct DeferredSettle {
     rid: String,
     day: i64,
     charge: Charge,
+    /// The caller's budget debit, corrected with the real usage.
+    budget: Option<crate::store::BudgetSettle>,
 }
 
 impl DeferredSettle {
     pub(super) fn new(r: Reserved<'_>, charge: Charge) -> DeferredSettle {
-        DeferredSettle { key: r.key.clone(), client_id: r.client_id.to_string(), rid: r.rid, day: r.day, charge }
+        DeferredSettle {
+            key: r.key.clone(),
+            client_id: r.client_id.to_string(),
+            rid: r.rid,
+            day: r.day,
+            charge,
+            budget: r.budget,
+        }
     }
 
     /// The settle to write. A success never disables a key, so no fingerprint is written.
     pub fn settle_spec(&self) -> SettleSpec<'_> {
-        let reserved = Reserved { key: &self.key, client_id: &self.client_id, rid: self.rid.clone(), day: self.day };
+        let reserved = Reserved {
+            key: &self.key,
+            client_id: &self.client_id,
+            rid: self.rid.clone(),
+            day: self.day,
+            budget: self.budget.clone(),
+        };
         settle_spec(reserved, self.charge.clone(), "", None)
     }
 
@@ -211,6 +228,8 @@ pub struct StreamFinish {
     pub ttl_s: u64,
     pub estimator: Estimator,
     pub started_at: u64,
+    /// The caller's budget debit, corrected with the stream's real usage.
+    pub budget: Option<crate::store::BudgetSettle>,
 }
 
 impl StreamFinish {
@@ -229,7 +248,13 @@ impl StreamFinish {
             conv_settle(c, self.ttl_s, turns, usage.total, est)
         });
         let charge = Charge { usage: tally.usage, ..Charge::kept(if complete { "success" } else { "stream_cut" }) };
-        let reserved = Reserved { key: &self.key, client_id: &self.client_id, rid: self.rid.clone(), day: self.day };
+        let reserved = Reserved {
+            key: &self.key,
+            client_id: &self.client_id,
+            rid: self.rid.clone(),
+            day: self.day,
+            budget: self.budget.clone(),
+        };
         // A stream never disables a key, so the fingerprint is never written.
         settle_spec(reserved, charge, "", conv)
     }

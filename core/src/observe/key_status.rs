@@ -139,9 +139,10 @@ pub enum FullLimit {
 pub enum KeyStatus {
     /// `active: false` in keys.json: never used, whatever Redis holds.
     Inactive,
-    /// Disabled for the current configuration (an invalid or revoked key); only a new
-    /// configuration (fingerprint) brings it back.
-    Disabled { reason: String, at: Option<u64> },
+    /// Disabled for the current configuration (an invalid or revoked key); a new configuration
+    /// (fingerprint) or an admin `enable` brings it back. `manual`: an operator disabled it
+    /// (`admin_v1`), which holds under any fingerprint until enabled.
+    Disabled { reason: String, at: Option<u64>, manual: bool },
     /// Its quota group cools down after an upstream 429 until `until` (Redis ms).
     Cooling { until: u64, reason: Option<String> },
     /// Not cooling or disabled, but at its rpm or rpd limit now: it frees by itself.
@@ -159,10 +160,13 @@ impl KeyStatus {
         }
         // A mark left under another fingerprint is stale: the config was edited or secrets
         // rotated since, which is exactly what re-enables a key in `reserve_v1`.
-        if state.disabled.get("cfg").is_some_and(|cfg| cfg == fingerprint) {
+        // An operator's mark (`manual`) holds under any fingerprint, as in `reserve_v1`.
+        let manual = state.disabled.contains_key("manual");
+        if manual || state.disabled.get("cfg").is_some_and(|cfg| cfg == fingerprint) {
             return KeyStatus::Disabled {
                 reason: state.disabled.get("reason").cloned().unwrap_or_default(),
                 at: Some(hash_u64(state.disabled, "at")).filter(|at| *at > 0),
+                manual,
             };
         }
         let until = hash_u64(state.cooldown, "until");
@@ -275,6 +279,8 @@ mod tests {
         let none = Hash::new();
         let dis_now = h(&[("reason", "400 API_KEY_INVALID".into()), ("cfg", "fp".into()), ("at", "17".into())]);
         let dis_old = h(&[("reason", "old".into()), ("cfg", "old-fp".into()), ("at", "17".into())]);
+        let dis_manual =
+            h(&[("manual", "1".into()), ("reason", "maintenance".into()), ("by", "ops".into()), ("at", "18".into())]);
         let cd_future = h(&[("until", (NOW + 1).to_string()), ("reason", "429".into())]);
         let cd_now = h(&[("until", NOW.to_string())]);
         let cd_past = h(&[("until", (NOW - 1).to_string())]);
@@ -283,13 +289,18 @@ mod tests {
             (
                 "disabled under the current fingerprint",
                 status(true, &dis_now, &none, None),
-                KeyStatus::Disabled { reason: "400 API_KEY_INVALID".into(), at: Some(17) },
+                KeyStatus::Disabled { reason: "400 API_KEY_INVALID".into(), at: Some(17), manual: false },
             ),
             ("disabled under an old fingerprint", status(true, &dis_old, &none, live(0)), KeyStatus::Available),
             (
+                "disabled by an operator, under an old fingerprint too",
+                status(true, &dis_manual, &cd_future, None),
+                KeyStatus::Disabled { reason: "maintenance".into(), at: Some(18), manual: true },
+            ),
+            (
                 "disabled wins over cooling",
                 status(true, &dis_now, &cd_future, None),
-                KeyStatus::Disabled { reason: "400 API_KEY_INVALID".into(), at: Some(17) },
+                KeyStatus::Disabled { reason: "400 API_KEY_INVALID".into(), at: Some(17), manual: false },
             ),
             (
                 "cooldown ends after Redis now",
@@ -363,7 +374,7 @@ mod tests {
             KeyStatus::Available,
             KeyStatus::Full { limit: FullLimit::Rpd },
             KeyStatus::Cooling { until: 1, reason: None },
-            KeyStatus::Disabled { reason: String::new(), at: None },
+            KeyStatus::Disabled { reason: String::new(), at: None, manual: false },
             KeyStatus::Inactive,
         ] {
             c.count(&s);

@@ -19,7 +19,7 @@ pub mod key_status;
 pub mod models;
 pub mod prometheus;
 pub mod stats;
-mod stats_json;
+pub(crate) mod stats_json;
 pub mod stats_v1;
 
 pub use health::{health, health_pipeline, ping_ok, pool_counts, HealthInput};
@@ -27,8 +27,8 @@ pub use key_status::{FullLimit, Hash, KeyCounts, KeyState, KeyStatus, QuotaReadi
 pub use models::AvailabilityRead;
 pub use prometheus::{prometheus, METRICS_CONTENT_TYPE};
 pub use stats::{
-    build_stats, ClientStats, Counts, Disabled, GlobalStats, KeyStats, ModelStats, Stats, Totals, Usage, Used,
-    OUTCOMES, SCHEMA_VERSION,
+    add_client_budgets, build_stats, ClientBudget, ClientStats, Counts, Disabled, GlobalStats, KeyStats, ModelStats,
+    Stats, Totals, Usage, Used, OUTCOMES, SCHEMA_VERSION,
 };
 pub use stats_v1::{parse_stats, read_stats, stats_call, Layout, Raw, RawGroup, RawKey, STATS};
 

@@ -111,6 +111,24 @@ pub fn prometheus(s: &Stats) -> String {
     let rows: Vec<(Vec<(&str, &str)>, &Totals)> = s.keys.iter().zip(&kl).map(|(k, l)| (l.clone(), &k.totals)).collect();
     totals_metrics(&mut o, "llmr_key", &rows);
 
+    // Client token budgets (issue 14): only clients that have one.
+    o.family(
+        "llmr_client_budget_used_tokens",
+        "gauge",
+        "Tokens a client used against its budget (window: day, minute).",
+    );
+    o.family("llmr_client_budget_limit_tokens", "gauge", "A client's token budget (window: day, minute).");
+    for c in &s.clients {
+        let Some(b) = &c.budget else { continue };
+        for (window, u) in [("day", &b.daily_tokens), ("minute", &b.tpm)] {
+            if let Some(u) = u {
+                let l = [("client", c.client_id.as_str()), ("window", window)];
+                o.sample("llmr_client_budget_used_tokens", &l, u.used as f64);
+                o.sample("llmr_client_budget_limit_tokens", &l, u.limit as f64);
+            }
+        }
+    }
+
     o.family("llmr_model_keys", "gauge", "Keys of a model by status.");
     for m in &s.models {
         let c = &m.keys;

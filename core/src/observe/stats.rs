@@ -139,6 +139,10 @@ impl Usage {
 pub struct Disabled {
     pub reason: String,
     pub at: Option<u64>,
+    /// Disabled by an operator (`/v1/admin/keys/{id}/disable`), not by Google's answer.
+    pub manual: bool,
+    /// The operator's client id, for a manual mark.
+    pub by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -174,6 +178,33 @@ pub struct ClientStats {
     pub client_id: String,
     pub totals: Totals,
     pub last_used: Option<u64>,
+    /// The client's token budget (CLIENTS_JSON `daily_tokens`, `tpm`) and its use; `null` for a
+    /// client without one. Filled by [`add_client_budgets`].
+    pub budget: Option<ClientBudget>,
+}
+
+/// A client's budget use against its limits: tokens this Pacific day, tokens in the rolling
+/// window (each `null` when that limit is not set).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClientBudget {
+    pub daily_tokens: Option<Used>,
+    pub tpm: Option<Used>,
+}
+
+/// Adds each client's budget use (`stats_v1`'s `budgets`) against its limits, given per client
+/// in `layout.clients` order as `(daily_tokens, tpm)`.
+pub fn add_client_budgets(s: &mut Stats, raw: &Raw, limits: &[(Option<u64>, Option<u64>)]) {
+    let today = raw.day;
+    for ((c, b), (daily, tpm)) in s.clients.iter_mut().zip(&raw.budgets).zip(limits) {
+        if daily.is_none() && tpm.is_none() {
+            continue;
+        }
+        let used_today = if b.day == Some(today) { b.used } else { 0 };
+        c.budget = Some(ClientBudget {
+            daily_tokens: daily.map(|limit| Used { used: used_today, limit }),
+            tpm: tpm.map(|limit| Used { used: b.minute, limit }),
+        });
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -194,6 +225,9 @@ pub struct Stats {
     pub models: Vec<ModelStats>,
     pub clients: Vec<ClientStats>,
     pub global: GlobalStats,
+    /// The newest admin changes (`/v1/admin/...`), newest first: `{at, by, action, target,
+    /// reason, changed}` as `admin_v1` recorded them.
+    pub audit: Vec<serde_json::Value>,
 }
 
 fn opt_ms(h: &Hash, name: &str) -> Option<u64> {
@@ -257,7 +291,12 @@ pub fn build_stats(pool: &KeyPool, layout: &Layout, raw: &Raw, fingerprint: &str
             cooldown_until,
             cooldown_reason,
             disabled: match &status {
-                KeyStatus::Disabled { reason, at } => Some(Disabled { reason: reason.clone(), at: *at }),
+                KeyStatus::Disabled { reason, at, manual } => Some(Disabled {
+                    reason: reason.clone(),
+                    at: *at,
+                    manual: *manual,
+                    by: rk.disabled.get("by").cloned(),
+                }),
                 _ => None,
             },
             totals: Totals::from_hash(&rk.stats),
@@ -291,6 +330,7 @@ pub fn build_stats(pool: &KeyPool, layout: &Layout, raw: &Raw, fingerprint: &str
             client_id: c.clone(),
             totals: Totals::from_hash(h),
             last_used: opt_ms(h, "last_used"),
+            budget: None,
         })
         .collect();
     let mut gcounts = KeyCounts::default();
@@ -310,6 +350,12 @@ pub fn build_stats(pool: &KeyPool, layout: &Layout, raw: &Raw, fingerprint: &str
         models,
         clients,
         global: GlobalStats { keys: gcounts, usage: gusage, totals: Totals::from_hash(&raw.global) },
+        // An entry that does not parse is shown as its text rather than dropped.
+        audit: raw
+            .audit
+            .iter()
+            .map(|e| crate::json::parse(e).unwrap_or_else(|_| serde_json::Value::String(e.clone())))
+            .collect(),
     }
 }
 
@@ -351,7 +397,10 @@ pub(crate) mod tests {
         let f2 = &s.keys[1];
         assert_eq!(f2.status, "disabled");
         assert_eq!(f2.usage.rpm, Used { used: 3, limit: 10 });
-        assert_eq!(f2.disabled, Some(Disabled { reason: "400 API_KEY_INVALID".into(), at: Some(1795899400000) }));
+        assert_eq!(
+            f2.disabled,
+            Some(Disabled { reason: "400 API_KEY_INVALID".into(), at: Some(1795899400000), manual: false, by: None })
+        );
         // A disabled mark for another configuration does not count; yesterday's day count is 0.
         let f3 = &s.keys[2];
         assert_eq!(f3.status, "available");
@@ -378,6 +427,25 @@ pub(crate) mod tests {
         assert_eq!(s.clients[0].totals.tokens_in, 40);
         assert_eq!(s.clients[1].totals.requests, 0);
         assert_eq!(s.clients[1].last_used, None);
+        assert_eq!(s.clients[0].budget, None);
+    }
+
+    #[test]
+    fn client_budgets_show_use_against_the_limits() {
+        let p = pool();
+        let layout = layout();
+        let raw = parse_stats(&answer(), &layout, p.keys.len()).unwrap();
+        let mut s = build_stats(&p, &layout, &raw, "fp", 61_000);
+        add_client_budgets(&mut s, &raw, &[(Some(1000), Some(100)), (Some(5), None)]);
+        let b0 = s.clients[0].budget.as_ref().unwrap();
+        assert_eq!(b0.daily_tokens, Some(Used { used: 500, limit: 1000 }));
+        assert_eq!(b0.tpm, Some(Used { used: 30, limit: 100 }));
+        // A count stored for an earlier Pacific day is 0 today.
+        let b1 = s.clients[1].budget.as_ref().unwrap();
+        assert_eq!((b1.daily_tokens, b1.tpm), (Some(Used { used: 0, limit: 5 }), None));
+        let text = crate::observe::prometheus(&s);
+        assert!(text.contains(r#"llmr_client_budget_used_tokens{client="main",window="day"} 500"#), "{text}");
+        assert!(text.contains(r#"llmr_client_budget_limit_tokens{client="main",window="minute"} 100"#));
         assert_eq!(s.global.totals.requests, 7);
         assert_eq!(s.global.totals.upstream_429s, 2);
         assert_eq!(s.global.keys.total, 4);

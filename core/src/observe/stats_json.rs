@@ -3,7 +3,9 @@
 //! because the derived one costs a `SerializeStruct` instance per field type in the wasm.
 
 use super::key_status::KeyCounts;
-use super::stats::{ClientStats, Counts, Disabled, GlobalStats, KeyStats, ModelStats, Stats, Totals, Usage, Used};
+use super::stats::{
+    ClientBudget, ClientStats, Counts, Disabled, GlobalStats, KeyStats, ModelStats, Stats, Totals, Usage, Used,
+};
 use crate::json::object;
 use serde_json::{Map, Value};
 
@@ -47,10 +49,16 @@ fn key_counts(c: &KeyCounts) -> Value {
 }
 
 fn disabled(d: &Disabled) -> Value {
-    object(vec![("reason", d.reason.as_str().into()), ("at", d.at.into())])
+    object(vec![
+        ("reason", d.reason.as_str().into()),
+        ("at", d.at.into()),
+        ("manual", d.manual.into()),
+        ("by", d.by.as_deref().into()),
+    ])
 }
 
-fn key(k: &KeyStats) -> Value {
+/// One key of `/stats` (also the admin key list's entries).
+pub(crate) fn key(k: &KeyStats) -> Value {
     object(vec![
         ("key_id", k.key_id.as_str().into()),
         ("model", k.model.as_str().into()),
@@ -81,7 +89,13 @@ fn client(c: &ClientStats) -> Value {
         ("client_id", c.client_id.as_str().into()),
         ("totals", totals(&c.totals)),
         ("last_used", c.last_used.into()),
+        ("budget", c.budget.as_ref().map_or(Value::Null, budget)),
     ])
+}
+
+fn budget(b: &ClientBudget) -> Value {
+    let u = |x: &Option<Used>| x.as_ref().map_or(Value::Null, used);
+    object(vec![("daily_tokens", u(&b.daily_tokens)), ("tpm", u(&b.tpm))])
 }
 
 fn global(g: &GlobalStats) -> Value {
@@ -100,6 +114,7 @@ impl Stats {
             ("models", Value::Array(self.models.iter().map(model).collect())),
             ("clients", Value::Array(self.clients.iter().map(client).collect())),
             ("global", global(&self.global)),
+            ("audit", Value::Array(self.audit.clone())),
         ])
     }
 }

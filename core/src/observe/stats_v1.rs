@@ -42,6 +42,9 @@ impl Layout {
     }
 }
 
+/// How many of the newest admin audit entries `/stats` shows.
+pub const AUDIT_SHOWN: usize = 20;
+
 /// KEYS and ARGV of one `stats_v1` call, in the order the script's header documents.
 pub fn stats_call(pool: &KeyPool, layout: &Layout, window_ms: u64) -> (Vec<String>, Vec<String>) {
     let mut k = vec![keys::LAST_USED.to_string(), keys::GLOBAL_STATS.to_string()];
@@ -58,8 +61,14 @@ pub fn stats_call(pool: &KeyPool, layout: &Layout, window_ms: u64) -> (Vec<Strin
     for c in &layout.clients {
         k.push(keys::client_stats(c));
     }
+    k.push(keys::AUDIT.to_string());
+    for c in &layout.clients {
+        k.push(keys::client_budget_day(c));
+        k.push(keys::client_budget_log(c));
+        k.push(keys::client_budget_tokens(c));
+    }
     let arg = json!({"window_ms": window_ms, "groups": layout.groups.len(), "keys": pool.keys.len(),
-                     "clients": layout.clients.len()});
+                     "clients": layout.clients.len(), "audit": AUDIT_SHOWN});
     (k, vec![arg.to_string()])
 }
 
@@ -107,6 +116,19 @@ pub struct Raw {
     pub groups: Vec<RawGroup>,
     pub keys: Vec<RawKey>,
     pub clients: Vec<Hash>,
+    /// The newest admin audit entries (JSON objects as `admin_v1` wrote them), newest first.
+    pub audit: Vec<String>,
+    /// Each client's budget use, in `clients` order.
+    pub budgets: Vec<RawBudget>,
+}
+
+/// A client's budget use: the day hash and the live tokens of its rolling minute.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawBudget {
+    /// The stored Pacific day of `used` (`null`: no day hash).
+    pub day: Option<i64>,
+    pub used: u64,
+    pub minute: u64,
 }
 
 impl Raw {
@@ -159,6 +181,10 @@ fn group(f: &mut Fields) -> Result<RawGroup, StoreError> {
     })
 }
 
+fn budget(f: &mut Fields) -> Result<RawBudget, StoreError> {
+    Ok(RawBudget { day: f.nullable_int("day")?, used: f.u64("used")?, minute: f.u64("minute")? })
+}
+
 fn key(f: &mut Fields) -> Result<RawKey, StoreError> {
     Ok(RawKey { disabled: hash(f, "dis")?, stats: hash(f, "stats")? })
 }
@@ -176,11 +202,22 @@ pub fn parse_stats(v: &Value, layout: &Layout, n_keys: usize) -> Result<Raw, Sto
         groups: entries(&mut f, "groups", group)?,
         keys: entries(&mut f, "keys", key)?,
         clients: hashes(&mut f, "clients")?,
+        // Both may be absent (as from a reply of before the admin API): no entries.
+        audit: f.turns("audit")?.unwrap_or_default(),
+        budgets: match f.opt_value("budgets") {
+            None => Vec::new(),
+            Some(_) => entries(&mut f, "budgets", budget)?,
+        },
     };
     for (name, got, want) in [
         ("groups", raw.groups.len(), layout.groups.len()),
         ("keys", raw.keys.len(), n_keys),
         ("clients", raw.clients.len(), layout.clients.len()),
+        (
+            "budgets",
+            if raw.budgets.is_empty() { layout.clients.len() } else { raw.budgets.len() },
+            layout.clients.len(),
+        ),
     ] {
         if got != want {
             return Err(f.error(format_args!("`{name}` has {got} entries, the request asked for {want}")));
@@ -236,7 +273,9 @@ pub(crate) mod tests {
                 {"dis": {}, "stats": {}}
             ],
             "clients": [hgetall(&[("requests", "7"), ("outcome:success", "5"), ("tokens_in", "40"),
-                                   ("last_used", "1795899497400")]), {}]
+                                   ("last_used", "1795899497400")]), {}],
+            "audit": [r#"{"at":1795899497000,"by":"ops","action":"disable","target":"f2","reason":"r","changed":1}"#],
+            "budgets": [{"day": 20785, "used": 500, "minute": 30}, {"day": 20784, "used": 9, "minute": 0}]
         });
         json!(v.to_string())
     }
@@ -255,12 +294,14 @@ pub(crate) mod tests {
         );
         assert_eq!(layout.key_group, vec![0, 0, 1, 2]);
         let (k, a) = stats_call(&p, &layout, 61_000);
-        assert_eq!(k.len(), 2 + 4 * 3 + 2 * 4 + 1);
+        assert_eq!(k.len(), 2 + 4 * 3 + 2 * 4 + 1 + 1 + 3);
         assert!(k.iter().all(|k| k.starts_with("{llmr}:")));
         assert_eq!(k[2], "{llmr}:w:p:flash");
-        assert_eq!(k.last().unwrap(), "{llmr}:st:c:main");
+        assert_eq!(k[k.len() - 5], "{llmr}:st:c:main");
+        assert_eq!(k[k.len() - 4], "{llmr}:audit");
+        assert_eq!(k.last().unwrap(), "{llmr}:cb:t:main");
         let a: Value = serde_json::from_str(&a[0]).unwrap();
-        assert_eq!(a, json!({"window_ms": 61000, "groups": 3, "keys": 4, "clients": 1}));
+        assert_eq!(a, json!({"window_ms": 61000, "groups": 3, "keys": 4, "clients": 1, "audit": AUDIT_SHOWN}));
     }
 
     struct Fake {
@@ -301,6 +342,7 @@ pub(crate) mod tests {
         assert_eq!(raw.keys[1].disabled["cfg"], "fp");
         assert_eq!(raw.clients[1], Hash::new());
         assert_eq!(raw.redis_now().ms(), NOW);
+        assert_eq!(raw.audit.len(), 1);
     }
 
     fn without(path: &[&str]) -> Value {

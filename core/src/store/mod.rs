@@ -16,8 +16,8 @@ mod reserve_reply;
 mod settle;
 pub mod upstash;
 
-pub use reserve::{parse_reserve, reserve_call, reserve_keys, Bucket, ConvLock, Reservation, ReserveSpec};
-pub use settle::{parse_settle, settle_call, settle_keys, ConvSettle, CooldownSpec, SettleSpec, Settled};
+pub use reserve::{parse_reserve, reserve_call, reserve_keys, Bucket, BudgetSpec, ConvLock, Reservation, ReserveSpec};
+pub use settle::{parse_settle, settle_call, settle_keys, BudgetSettle, ConvSettle, CooldownSpec, SettleSpec, Settled};
 
 use crate::store::upstash::Script;
 

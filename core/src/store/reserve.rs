@@ -33,6 +33,15 @@ pub struct ConvLock {
     pub history_budget: Option<u64>,
 }
 
+/// The caller's own token budget (CLIENTS_JSON `daily_tokens`, `tpm`), checked and debited by
+/// the reservation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetSpec {
+    pub client: String,
+    pub daily: Option<u64>,
+    pub tpm: Option<u64>,
+}
+
 pub struct ReserveSpec<'a> {
     pub rid: String,
     pub est: u64,
@@ -40,16 +49,22 @@ pub struct ReserveSpec<'a> {
     pub cfg: String,
     pub buckets: Vec<Bucket>,
     pub conv: Option<ConvLock>,
+    /// The caller's budget; `None` when the client has none.
+    pub budget: Option<BudgetSpec>,
+    /// Files and cached contents the request names (`files::referenced`): the script reserves
+    /// only on keys of their owner's quota group.
+    pub owned: Vec<String>,
     pub candidates: Vec<&'a KeyConfig>,
     /// The request's model; candidates of other models are skipped by the script.
     pub model: Option<String>,
 }
 
 /// KEYS of `reserve_v1`, in the order of the script's header: the last-used hash, one key per
-/// bucket, the conversation's meta/turns/lock if any, then log, tok, day, cd, dis per candidate.
+/// bucket, the conversation's meta/turns/lock if any, the client budget's day/log/tokens if any,
+/// one owner record per named file or cached content, then log, tok, day, cd, dis per candidate.
 /// The script walks KEYS with a cursor in that same order, so this is the one place it is built.
 pub fn reserve_keys(spec: &ReserveSpec) -> Vec<String> {
-    let mut k = Vec::with_capacity(1 + spec.buckets.len() + 3 + 5 * spec.candidates.len());
+    let mut k = Vec::with_capacity(1 + spec.buckets.len() + 6 + spec.owned.len() + 5 * spec.candidates.len());
     k.push(keys::LAST_USED.to_string());
     k.extend(spec.buckets.iter().map(|b| b.key.clone()));
     if let Some(c) = &spec.conv {
@@ -57,6 +72,12 @@ pub fn reserve_keys(spec: &ReserveSpec) -> Vec<String> {
         k.push(keys::conv_turns(&c.id));
         k.push(keys::conv_lock(&c.id));
     }
+    if let Some(b) = &spec.budget {
+        k.push(keys::client_budget_day(&b.client));
+        k.push(keys::client_budget_log(&b.client));
+        k.push(keys::client_budget_tokens(&b.client));
+    }
+    k.extend(spec.owned.iter().map(|n| keys::resource(n)));
     for c in &spec.candidates {
         k.push(keys::log(&c.quota_group, &c.model));
         k.push(keys::tokens(&c.quota_group, &c.model));
@@ -105,6 +126,8 @@ fn reserve_args(spec: &ReserveSpec) -> Value {
         ("cfg", spec.cfg.as_str().into()),
         ("buckets", Value::Array(buckets.collect())),
         ("conv", conv.into()),
+        ("budget", spec.budget.as_ref().map(|b| object(vec![("daily", b.daily.into()), ("tpm", b.tpm.into())])).into()),
+        ("owned", spec.owned.len().into()),
         ("model", spec.model.as_deref().into()),
         ("cands", Value::Array(cands.collect())),
     ])
@@ -156,6 +179,8 @@ mod tests {
                 pick_model: false,
                 history_budget: None,
             }),
+            budget: None,
+            owned: vec![],
             candidates: vec![k, k],
             model: Some("m".into()),
         }
@@ -198,6 +223,8 @@ mod tests {
                 "rid": "r", "est": 7, "window_ms": 60000, "cfg": "c",
                 "buckets": [{"rate": 4, "burst": 5, "name": "client"}],
                 "conv": {"owner": "x", "lock_id": "r", "lock_ms": 9, "pick_model": false},
+                "budget": null,
+                "owned": 0,
                 "model": "m",
                 "cands": [cand.clone(), cand],
             })
@@ -207,6 +234,20 @@ mod tests {
         s.model = None;
         let a: Value = serde_json::from_str(&reserve_call(&s).1[0]).unwrap();
         assert_eq!((&a["conv"], &a["model"]), (&Value::Null, &Value::Null));
+        // A budget adds its three keys after the conversation's and before the candidates'.
+        s.budget = Some(BudgetSpec { client: "x".into(), daily: Some(100), tpm: None });
+        let (ks, args) = reserve_call(&s);
+        assert_eq!(&ks[2..5], ["{llmr}:cb:d:x", "{llmr}:cb:w:x", "{llmr}:cb:t:x"]);
+        assert_eq!(ks[5], "{llmr}:w:g:m");
+        let a: Value = serde_json::from_str(&args[0]).unwrap();
+        assert_eq!(a["budget"], json!({"daily": 100, "tpm": null}));
+        // Owned resources' records come after the budget's keys.
+        s.owned = vec!["files/a".into()];
+        let (ks, args) = reserve_call(&s);
+        assert_eq!(ks[5], "{llmr}:res:files/a");
+        assert_eq!(serde_json::from_str::<Value>(&args[0]).unwrap()["owned"], 1);
+        let r = reply(r#"{"ok":0,"limit":"client_budget","retry_at":9,"now":1}"#).unwrap();
+        assert_eq!(r, Reservation::Refused { limit: LimitKind::ClientBudget, retry_at: Some(9), now: 1, bucket: None });
     }
 
     #[test]

@@ -73,11 +73,12 @@ fn reserved(v: &Value) -> Result<Reservation, StoreError> {
 }
 
 /// The limits that wait for the quota of the candidates (or never free, for `disabled`).
-const QUOTA_LIMITS: [&str; 5] = ["rpm", "tpm", "rpd", "cooldown", "disabled"];
-const QUOTA_KINDS: [LimitKind; 5] =
-    [LimitKind::Rpm, LimitKind::Tpm, LimitKind::Rpd, LimitKind::Cooldown, LimitKind::Disabled];
+/// `client_budget` is the caller's own token budget (not a key's quota).
+const QUOTA_LIMITS: [&str; 6] = ["rpm", "tpm", "rpd", "cooldown", "disabled", "client_budget"];
+const QUOTA_KINDS: [LimitKind; 6] =
+    [LimitKind::Rpm, LimitKind::Tpm, LimitKind::Rpd, LimitKind::Cooldown, LimitKind::Disabled, LimitKind::ClientBudget];
 
-/// `{"ok":0,"limit":"rpm"|"tpm"|"rpd"|"cooldown"|"disabled","retry_at":ms|null,"now"}`.
+/// `{"ok":0,"limit":"rpm"|"tpm"|"rpd"|"cooldown"|"disabled"|"client_budget","retry_at":ms|null,"now"}`.
 /// `retry_at` is `null` when only disabled keys were left: waiting frees nothing.
 fn quota_refusal(v: &Value) -> Result<Reservation, StoreError> {
     let mut f = Fields::new(SCRIPT, "quota refusal", v)?;

@@ -34,6 +34,18 @@ pub struct SettleSpec<'a> {
     pub disable: Option<(String, String)>,
     /// Conversation to unlock (and append `turns` to, if any).
     pub conv: Option<ConvSettle>,
+    /// The caller's budget debit to correct, when the client has a budget.
+    pub budget: Option<BudgetSettle>,
+}
+
+/// What the reservation debited from the caller's budget (`reserve_v1`'s budget block).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetSettle {
+    pub client: String,
+    /// The Pacific day the reservation debited.
+    pub day: i64,
+    /// The tokens it debited (the reservation's `est`).
+    pub est: u64,
 }
 
 pub struct ConvSettle {
@@ -66,6 +78,11 @@ pub fn settle_keys(s: &SettleSpec) -> Vec<String> {
         out.push(keys::conv_meta(&c.id));
         out.push(keys::conv_turns(&c.id));
         out.push(keys::conv_lock(&c.id));
+    }
+    if let Some(b) = &s.budget {
+        out.push(keys::client_budget_day(&b.client));
+        out.push(keys::client_budget_log(&b.client));
+        out.push(keys::client_budget_tokens(&b.client));
     }
     out
 }
@@ -109,6 +126,7 @@ fn settle_args(s: &SettleSpec) -> Value {
         ("disable", disable.into()),
         ("conv", conv.into()),
         ("lock_id", s.conv.as_ref().map(|c| c.lock_id.as_str()).into()),
+        ("budget", s.budget.as_ref().map(|b| object(vec![("day", b.day.into()), ("est", b.est.into())])).into()),
     ])
 }
 
@@ -178,6 +196,7 @@ mod tests {
                 tokens: 7,
                 est: 8,
             }),
+            budget: None,
         }
     }
 
@@ -212,8 +231,16 @@ mod tests {
                 "disable": {"reason": "API_KEY_INVALID", "cfg": "cfg"},
                 "conv": {"turns": ["t1"], "ttl_s": 60, "tokens": 7, "est": 8},
                 "lock_id": "r",
+                "budget": null,
             })
         );
+        // A budget's three keys come last, after the conversation's.
+        let mut b = spec(&k);
+        b.budget = Some(BudgetSettle { client: "c".into(), day: 20785, est: 9 });
+        let (ks, args) = settle_call(&b);
+        assert_eq!(&ks[11..], ["{llmr}:cb:d:c", "{llmr}:cb:w:c", "{llmr}:cb:t:c"]);
+        let a: Value = serde_json::from_str(&args[0]).unwrap();
+        assert_eq!(a["budget"], json!({"day": 20785, "est": 9}));
         let mut s = spec(&k);
         s.cooldown = Some(CooldownSpec::UntilPacificMidnight { reason: "day".into() });
         let a: Value = serde_json::from_str(&settle_call(&s).1[0]).unwrap();

@@ -45,6 +45,32 @@ pub enum Route {
     },
     /// A conversation path whose id is malformed: never reaches Redis.
     BadConversationId,
+    /// `POST /upload/v1beta/files` (google-genai `files.upload`: resumable start, its data
+    /// (`?upload_id=`), or multipart).
+    FileUpload,
+    /// `GET|DELETE /v1beta/files/{id}`, `GET /v1beta/files`, and the same for `cachedContents`
+    /// (plus `POST /v1beta/cachedContents`).
+    Resource {
+        kind: crate::files::Kind,
+        /// `None`: the collection (list, or create for cached contents).
+        id: Option<String>,
+        method: ResourceMethod,
+    },
+    /// `GET /v1/admin/keys`.
+    AdminKeys,
+    /// `POST /v1/admin/keys/{id}/disable|enable`, `POST /v1/admin/groups/{group}/clear-cooldown`.
+    AdminChange {
+        verb: crate::admin::AdminVerb,
+        target: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceMethod {
+    Get,
+    List,
+    Delete,
+    Create,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +89,13 @@ pub enum Surface {
 }
 
 pub fn surface(path: &str) -> Surface {
-    if path.starts_with("/v1beta/") || path == "/v1beta" || (path.starts_with("/v1/models/") && path.contains(':')) {
+    if path.starts_with("/v1beta/")
+        || path == "/v1beta"
+        || path.starts_with("/upload/")
+        || path.starts_with("/v1/files")
+        || path.starts_with("/v1/cachedContents")
+        || (path.starts_with("/v1/models/") && path.contains(':'))
+    {
         Surface::Gemini
     } else if path.starts_with("/v1/chat/") || path.starts_with("/v1/models") || path.starts_with("/v1/embeddings") {
         Surface::OpenAi
@@ -96,6 +128,8 @@ impl Route {
                 | Route::ConvSend(_)
                 | Route::GeminiEmbed { .. }
                 | Route::Embeddings
+                | Route::FileUpload
+                | Route::Resource { .. }
         )
     }
 
@@ -116,11 +150,14 @@ impl Route {
             | Route::GeminiEmbed { .. }
             | Route::Embeddings
             | Route::GeminiModel(_)
-            | Route::Model(_) => &[Scope::Generate],
+            | Route::Model(_)
+            | Route::FileUpload
+            | Route::Resource { .. } => &[Scope::Generate],
             Route::ConvCreate | Route::ConvList | Route::ConvGet(_) | Route::ConvDelete(_) | Route::ConvMessages(_) => {
                 &[Scope::Conversations]
             }
             Route::ConvSend(_) => &[Scope::Conversations, Scope::Generate],
+            Route::AdminKeys | Route::AdminChange { .. } => &[Scope::Admin],
         }
     }
 }
@@ -187,6 +224,12 @@ pub fn route(method: &str, path: &str) -> Route {
         };
         return pick("POST", Route::Gemini { model: model.to_string(), method });
     }
+    if let Some(r) = admin_route(method, path) {
+        return r;
+    }
+    if let Some(r) = resource_route(method, path) {
+        return r;
+    }
     if let Some(rest) = path.strip_prefix("/v1/conversations/") {
         let (id, tail) = match rest.split_once('/') {
             Some((id, tail)) => (id, Some(tail)),
@@ -207,6 +250,82 @@ pub fn route(method: &str, path: &str) -> Route {
         };
     }
     Route::NotFound
+}
+
+/// The Files API and cachedContents routes.
+fn resource_route(method: &str, path: &str) -> Option<Route> {
+    use crate::files::Kind;
+    // google-genai uses `/v1beta/`, or `/v1/` when configured so (upload too); upstream is
+    // always `v1beta`.
+    if path == "/upload/v1beta/files" || path == "/upload/v1/files" {
+        return Some(if method == "POST" { Route::FileUpload } else { Route::MethodNotAllowed { allowed: "POST" } });
+    }
+    let rest = path.strip_prefix("/v1beta/").or_else(|| path.strip_prefix("/v1/"))?;
+    let (kind, tail) = if let Some(t) = rest.strip_prefix("files") {
+        (Kind::File, t)
+    } else if let Some(t) = rest.strip_prefix("cachedContents") {
+        (Kind::CachedContent, t)
+    } else {
+        return None;
+    };
+    let r = |id: Option<String>, m: ResourceMethod| Route::Resource { kind, id, method: m };
+    Some(match tail {
+        "" => match (method, kind) {
+            ("GET" | "HEAD", _) => r(None, ResourceMethod::List),
+            ("POST", Kind::CachedContent) => r(None, ResourceMethod::Create),
+            (_, Kind::CachedContent) => Route::MethodNotAllowed { allowed: "GET, POST" },
+            _ => Route::MethodNotAllowed { allowed: "GET" },
+        },
+        t => {
+            let id = t.strip_prefix('/')?;
+            if !crate::ids::valid_name(id) {
+                return Some(Route::NotFound);
+            }
+            match method {
+                "GET" | "HEAD" => r(Some(id.into()), ResourceMethod::Get),
+                "DELETE" => r(Some(id.into()), ResourceMethod::Delete),
+                _ => Route::MethodNotAllowed { allowed: "GET, DELETE" },
+            }
+        }
+    })
+}
+
+/// The admin routes. Any target string routes; the handler answers 404 for one not in the pool,
+/// before Redis, so a path byte never forms a Redis key.
+fn admin_route(method: &str, path: &str) -> Option<Route> {
+    use crate::admin::AdminVerb;
+    if path == "/v1/admin/keys" {
+        return Some(if method == "GET" || method == "HEAD" {
+            Route::AdminKeys
+        } else {
+            Route::MethodNotAllowed { allowed: "GET" }
+        });
+    }
+    let (target, verb) = if let Some(rest) = path.strip_prefix("/v1/admin/keys/") {
+        let (id, verb) = rest.split_once('/')?;
+        let verb = match verb {
+            "disable" => AdminVerb::Disable,
+            "enable" => AdminVerb::Enable,
+            _ => return Some(Route::NotFound),
+        };
+        (id, verb)
+    } else if let Some(rest) = path.strip_prefix("/v1/admin/groups/") {
+        let (group, verb) = rest.split_once('/')?;
+        if verb != "clear-cooldown" {
+            return Some(Route::NotFound);
+        }
+        (group, AdminVerb::ClearCooldown)
+    } else {
+        return None;
+    };
+    if target.is_empty() || target.contains('/') {
+        return Some(Route::NotFound);
+    }
+    Some(if method == "POST" {
+        Route::AdminChange { verb, target: target.to_string() }
+    } else {
+        Route::MethodNotAllowed { allowed: "POST" }
+    })
 }
 
 /// Checks a JSON request body: content type, size, UTF-8 and syntax, with a distinct code for each.
@@ -315,6 +434,51 @@ mod tests {
         assert_eq!(allow_fallback_header(Some("1")), Ok(true));
         assert_eq!(allow_fallback_header(Some("false")), Ok(false));
         assert_eq!(allow_fallback_header(Some("maybe")).unwrap_err().code(), "invalid_header");
+    }
+
+    #[test]
+    fn file_and_cache_routes() {
+        use crate::files::Kind;
+        assert_eq!(routed("POST", "/upload/v1beta/files").route, Route::FileUpload);
+        assert_eq!(routed("POST", "/upload/v1beta/files").surface, Surface::Gemini);
+        assert_eq!(routed("POST", "/upload/v1/files").route, Route::FileUpload);
+        assert_eq!(routed("GET", "/v1/files/a").surface, Surface::Gemini);
+        assert_eq!(routed("GET", "/v1/files").route, route("GET", "/v1beta/files"));
+        let res = |kind, id: Option<&str>, method| Route::Resource { kind, id: id.map(String::from), method };
+        assert_eq!(route("GET", "/v1beta/files"), res(Kind::File, None, ResourceMethod::List));
+        assert_eq!(route("GET", "/v1beta/files/abc-1"), res(Kind::File, Some("abc-1"), ResourceMethod::Get));
+        assert_eq!(route("DELETE", "/v1beta/files/abc"), res(Kind::File, Some("abc"), ResourceMethod::Delete));
+        assert_eq!(route("POST", "/v1beta/files"), Route::MethodNotAllowed { allowed: "GET" });
+        assert_eq!(route("POST", "/v1beta/cachedContents"), res(Kind::CachedContent, None, ResourceMethod::Create));
+        assert_eq!(route("GET", "/v1beta/files/a%7Bb"), Route::NotFound);
+        assert_eq!(route("GET", "/v1beta/filesx"), Route::NotFound);
+        assert_eq!(Route::FileUpload.scopes(), &[Scope::Generate]);
+    }
+
+    #[test]
+    fn admin_routes_need_the_admin_scope() {
+        use crate::admin::AdminVerb;
+        assert_eq!(route("GET", "/v1/admin/keys"), Route::AdminKeys);
+        assert_eq!(route("POST", "/v1/admin/keys"), Route::MethodNotAllowed { allowed: "GET" });
+        assert_eq!(
+            route("POST", "/v1/admin/keys/k-1/disable"),
+            Route::AdminChange { verb: AdminVerb::Disable, target: "k-1".into() }
+        );
+        assert_eq!(
+            route("POST", "/v1/admin/keys/k-1/enable/"),
+            Route::AdminChange { verb: AdminVerb::Enable, target: "k-1".into() }
+        );
+        assert_eq!(
+            route("POST", "/v1/admin/groups/p/clear-cooldown"),
+            Route::AdminChange { verb: AdminVerb::ClearCooldown, target: "p".into() }
+        );
+        assert_eq!(route("GET", "/v1/admin/keys/k-1/disable"), Route::MethodNotAllowed { allowed: "POST" });
+        assert_eq!(route("POST", "/v1/admin/keys/k-1/delete"), Route::NotFound);
+        assert_eq!(route("POST", "/v1/admin/keys//disable"), Route::NotFound);
+        assert_eq!(route("POST", "/v1/admin/keys/a/b/disable"), Route::NotFound);
+        assert_eq!(route("POST", "/v1/admin/other"), Route::NotFound);
+        assert_eq!(Route::AdminKeys.scopes(), &[Scope::Admin]);
+        assert!(!Route::AdminKeys.calls_upstream());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! - **Key-level** (about the key): `permission_denied` (CONSUMER_SUSPENDED) and
 //!   `service_blocked` (API_KEY_SERVICE_BLOCKED) keys are refused on every call.
 //! - **Resource-level** (about the request): a generate call that names a Files API file
-//!   or a cached content its key's project cannot see. The mock has no Files or
-//!   CachedContents API, so every such name is unknown to every project, on every key.
+//!   or a cached content its key's project cannot see: one another project created
+//!   (`files.rs`), or one that does not exist at all.
 
 use serde_json::Value;
 
@@ -77,15 +77,21 @@ fn parts(req: &Value) -> impl Iterator<Item = &Value> {
 /// The resource-level refusal for a (valid) GenerateContentRequest, if any: a top-level
 /// `cachedContent` naming `cachedContents/<x>` first, then the first `fileData` part whose
 /// `fileUri` is a Files API name (see [`file_id`]).
-pub fn resource_refusal(req: &Value) -> Option<Value> {
+/// `project` is the calling key's project (`None`: unknown key, which is refused elsewhere, so
+/// nothing is checked here); only that project's own files and caches pass.
+pub fn resource_refusal(req: &Value, project: Option<&str>, res: &crate::files::Resources) -> Option<Value> {
+    let project = project?;
     let cached = field(req, "cachedContent", "cached_content").and_then(Value::as_str);
-    if cached.and_then(|c| c.strip_prefix("cachedContents/")).is_some_and(|rest| !rest.is_empty()) {
-        return Some(errors::cached_content_denied());
+    if let Some(id) = cached.and_then(|c| c.strip_prefix("cachedContents/")).filter(|rest| !rest.is_empty()) {
+        if !res.cache_owned_by(id, project) {
+            return Some(errors::cached_content_denied());
+        }
     }
     parts(req)
         .filter_map(|p| field(p, "fileData", "file_data"))
         .filter_map(|fd| field(fd, "fileUri", "file_uri").and_then(Value::as_str))
-        .find_map(file_id)
+        .filter_map(file_id)
+        .find(|id| !res.file_owned_by(id, project))
         .map(errors::file_denied)
 }
 
@@ -139,23 +145,38 @@ mod tests {
     #[test]
     fn resource_refusals() {
         let with_part = |part: Value| json!({"contents": [{"role": "user", "parts": [{"text": "hi"}, part]}]});
-        let r = resource_refusal(&with_part(json!({"fileData": {"mimeType": "image/png", "fileUri": "files/abc123"}})));
+        let r = resource_refusal(
+            &with_part(json!({"fileData": {"mimeType": "image/png", "fileUri": "files/abc123"}})),
+            Some("p"),
+            &Default::default(),
+        );
         assert_eq!(r, Some(errors::file_denied("abc123")));
-        let r = resource_refusal(&with_part(json!({"file_data": {"file_uri": "https://x.test/v1beta/files/q1"}})));
+        let r = resource_refusal(
+            &with_part(json!({"file_data": {"file_uri": "https://x.test/v1beta/files/q1"}})),
+            Some("p"),
+            &Default::default(),
+        );
         assert_eq!(r, Some(errors::file_denied("q1")));
-        let r = resource_refusal(&with_part(json!({"fileData": {"fileUri": "https://example.com/cat.png"}})));
+        let r = resource_refusal(
+            &with_part(json!({"fileData": {"fileUri": "https://example.com/cat.png"}})),
+            Some("p"),
+            &Default::default(),
+        );
         assert_eq!(r, None);
-        assert_eq!(resource_refusal(&with_part(json!({"inlineData": {"data": "xx"}}))), None);
+        assert_eq!(
+            resource_refusal(&with_part(json!({"inlineData": {"data": "xx"}})), Some("p"), &Default::default()),
+            None
+        );
         let si = json!({"systemInstruction": {"parts": [{"fileData": {"fileUri": "files/sys"}}]},
                         "contents": [{"parts": [{"text": "hi"}]}]});
-        assert_eq!(resource_refusal(&si), Some(errors::file_denied("sys")));
+        assert_eq!(resource_refusal(&si, Some("p"), &Default::default()), Some(errors::file_denied("sys")));
         // cachedContent is checked before the parts.
         let mut req = with_part(json!({"fileData": {"fileUri": "files/abc123"}}));
         req["cachedContent"] = json!("cachedContents/xyz");
-        assert_eq!(resource_refusal(&req), Some(errors::cached_content_denied()));
+        assert_eq!(resource_refusal(&req, Some("p"), &Default::default()), Some(errors::cached_content_denied()));
         let req = json!({"cached_content": "cachedContents/xyz", "contents": [{"parts": [{"text": "hi"}]}]});
-        assert_eq!(resource_refusal(&req), Some(errors::cached_content_denied()));
+        assert_eq!(resource_refusal(&req, Some("p"), &Default::default()), Some(errors::cached_content_denied()));
         let req = json!({"cachedContent": "something-else", "contents": [{"parts": [{"text": "hi"}]}]});
-        assert_eq!(resource_refusal(&req), None);
+        assert_eq!(resource_refusal(&req, Some("p"), &Default::default()), None);
     }
 }

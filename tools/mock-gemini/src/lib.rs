@@ -5,6 +5,7 @@ pub mod access;
 pub mod config;
 pub mod embed;
 pub mod errors;
+pub mod files;
 pub mod gen;
 pub mod media;
 pub mod pacific;
@@ -186,11 +187,14 @@ struct Inner {
     total_requests: u64,
     total_count_tokens: u64,
     invalid_key_requests: u64,
+    /// Files and cached contents, by owning project (kept across `/_mock/reset`).
+    resources: files::Resources,
 }
 
 impl Inner {
     fn new(cfg: Config) -> Inner {
         let mut inner = Inner {
+            resources: files::Resources::default(),
             cfg: Arc::new(Config::default()),
             keys: HashMap::new(),
             key_stats: HashMap::new(),
@@ -647,6 +651,9 @@ enum Outcome {
 
 async fn api(State(m): St, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path();
+    if let Some(r) = files::serve(&m, &method, &uri, &headers, &body).await {
+        return r;
+    }
     if method == Method::GET {
         let rest = strip_api_prefix(path);
         if path.starts_with("/v1") && (rest.is_empty() || rest == "models" || !rest.contains(':')) {
@@ -688,7 +695,11 @@ async fn api(State(m): St, method: Method, uri: Uri, headers: HeaderMap, body: B
             .map_err(|msg| errors::invalid_argument(&msg))
             .and_then(|_| media::items(v).map(|_| ()).map_err(|msg| errors::invalid_argument(&msg)))
             .and_then(|_| if signatures::required(&model) { m.sigs().check(v) } else { Ok(()) })
-            .and_then(|_| access::resource_refusal(v).map_or(Ok(()), Err))
+            .and_then(|_| {
+                let g = m.lock();
+                let project = key.as_deref().and_then(|k| g.resolve(k)).map(|i| i.project);
+                access::resource_refusal(v, project.as_deref(), &g.resources).map_or(Ok(()), Err)
+            })
             .map(|_| media::adjust(gen::plan(v), v)),
         Err(e) => Err(errors::invalid_argument(&format!("Invalid JSON payload received. {e}"))),
     };

@@ -232,6 +232,22 @@ fn a_prompt_larger_than_every_key_tpm_is_refused() {
 }
 
 #[test]
+fn a_model_outside_the_callers_list_is_403_before_any_redis_call_and_fallbacks_it_may_not_use_are_skipped() {
+    let w = World::new([]);
+    let limited = Caller { models: Some(vec![FLASH.into()]), ..caller() };
+    let f = block_on(w.router().generate(&req(PRO, "hello"), &limited)).unwrap_err();
+    assert_eq!(f.error, RouterError::ModelNotAllowed { model: PRO.into() });
+    assert_eq!((f.error.status(), f.error.code()), (403, "model_not_allowed"));
+    assert!(w.store.reserves().is_empty() && w.keys_called().is_empty());
+    // Allowed: it is served; a budget-less caller sends no budget.
+    let w = World::new([ok("hi")]);
+    assert!(block_on(w.router().generate(&req(FLASH, "hello"), &limited)).is_ok());
+    assert_eq!(limited.budget(), None);
+    let budgeted = Caller { daily_tokens: Some(10), ..caller() };
+    assert_eq!(budgeted.budget().map(|b| (b.daily, b.tpm)), Some((Some(10), None)));
+}
+
+#[test]
 fn a_one_shot_success_defers_its_settle_while_failure_settles_run_inline() {
     // k1 answers 429, k2 answers: the cooldown is written before k2 is reserved, and the
     // success's settle is handed back to run after the answer.
@@ -302,4 +318,40 @@ fn the_window_is_drawn_by_weight_and_reaches_every_key() {
     assert_eq!(seen.len(), 20, "every key is offered over time");
     let heavy = seen["w00"];
     assert!(seen.iter().filter(|(k, _)| *k != "w00").all(|(_, &n)| n < heavy), "{seen:?}");
+}
+
+#[test]
+fn a_request_naming_a_file_is_offered_every_key_so_the_owner_group_is_among_them() {
+    // `reserve_v1` keeps only the owner group's keys, which only Redis knows: a window of 8 of
+    // the 20 keys might hold none of them, so the engine offers all 20 in one reservation.
+    let w = large_world(1);
+    let mut r = req(FLASH, "describe");
+    r.contents = vec![json!({"role": "user", "parts": [{"text": "describe"},
+        {"fileData": {"fileUri": "files/abc", "mimeType": "image/png"}}]})];
+    w.generate(&r).unwrap();
+    let reserves = w.store.reserves();
+    assert_eq!(reserves.len(), 1);
+    assert_eq!(reserves[0].candidates.len(), 20, "no window for a request naming a file");
+    // Without a file the same pool is offered a window.
+    let w = large_world(1);
+    w.generate(&req(FLASH, "hi")).unwrap();
+    assert_eq!(w.store.reserves()[0].candidates.len(), crate::engine::failover::OFFER_WINDOW);
+}
+
+#[test]
+fn a_budgeted_one_shot_success_still_defers_its_settle_and_the_deferred_settle_corrects_the_budget() {
+    let w = World::new([ok("hi")]);
+    let budgeted = Caller { daily_tokens: Some(10_000), tpm: Some(5_000), ..caller() };
+    let s = block_on(w.router().generate(&req(FLASH, "hi"), &budgeted)).unwrap();
+    // One reservation (with the budget block) and no settle before the answer.
+    assert_eq!((w.store.reserves().len(), w.outcomes().len()), (1, 0));
+    let d = s.deferred.expect("the success settle is deferred");
+    let spec = d.settle_spec();
+    let b = spec.budget.clone().expect("the deferred settle carries the budget debit");
+    assert_eq!(b.client, "alice");
+    assert!(b.est > 0);
+    let (keys, args) = d.settle_call();
+    assert!(keys.iter().any(|k| k.contains("alice")) && args[0].contains("\"budget\":{"), "{args:?}");
+    block_on(w.router().settle_deferred(&d)).unwrap();
+    assert_eq!(w.outcomes(), ["success"]);
 }

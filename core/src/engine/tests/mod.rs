@@ -108,7 +108,7 @@ impl World {
 }
 
 fn caller() -> Caller {
-    Caller { client_id: "alice".into(), rpm: 60, burst: 10 }
+    Caller { client_id: "alice".into(), rpm: 60, burst: 10, daily_tokens: None, tpm: None, models: None }
 }
 
 fn req(model: &str, prompt: &str) -> GenerateRequest {

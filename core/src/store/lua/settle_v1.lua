@@ -10,6 +10,8 @@
 --   KEYS[7] gstat  HASH  global statistics counters
 --   KEYS[8] cstat  HASH  the calling client's statistics counters
 --   KEYS[9..11] only when the request holds a conversation lock: meta HASH, turns LIST, lock STRING
+--   last 3 KEYS only with ARGV `budget`: the client's day HASH {day, used}, minute log ZSET and
+--               minute tokens HASH (as in reserve_v1)
 --
 -- ARGV[1] JSON:
 --   {"rid": reservation id, "key": key_id, "day": Pacific day of the reservation, "outcome": stats bucket name,
@@ -20,8 +22,12 @@
 --    "disable": null | {"reason": text, "cfg": fingerprint},
 --    "conv": null | {"turns": [turn json, ...], "ttl_s": n, "tokens": n, "est": n}
 --                            -- non-null only with turns to append: append, count tokens, grow the
---                            -- history estimate (if the conversation still exists), then unlock
---    "lock_id": request id | null -- with conversation KEYS: release the lock this request holds}
+--                            -- history estimate (if the conversation still exists), record the
+--                            -- turn's log key as meta `aff` (reserve_v1 prefers it), then unlock
+--    "lock_id": request id | null -- with conversation KEYS: release the lock this request holds
+--    "budget": null | {"day": Pacific day of the reservation, "est": tokens the reservation debited}
+--                            -- the client's budget: a success uses (input or est) + output + thoughts,
+--                            -- any other outcome gives the estimate back}
 --
 -- Returns a JSON string, always this shape (decoded by `store::settle`; both nullable keys are
 -- always written, as null when unset):
@@ -29,7 +35,8 @@
 --   cooldown_until: with a cooldown, the one now in force (a longer stored cooldown is kept);
 --   message_count: the conversation's count after appending; null when nothing was appended.
 --
--- Invariant: the token total of the log equals the sum of its live entries. A settle that arrives
+-- Invariant: the token total of the log equals the sum of its live entries (the client budget's
+-- minute log too). A settle that arrives
 -- after its entry left the window changes nothing in the window (it expired harmlessly). A release
 -- only gives back the day count if the reservation's Pacific day is still current.
 
@@ -37,6 +44,11 @@ local spec = cjson.decode(ARGV[1])
 local now = redis_now_ms()
 local log, tok, day, cd, dis, kstat, gstat, cstat = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local rid = spec.rid
+-- [budget: keys] The budget keys are the last three; conversation keys are present only when
+-- KEYS holds 3 more than the fixed 8 (plus the budget's).
+local budget = (spec.budget and spec.budget ~= cjson.null) and spec.budget or nil
+local nbudget = budget and 3 or 0
+-- [end budget: keys]
 
 if spec.release then
   redis.call('ZREM', log, rid)
@@ -102,7 +114,33 @@ redis.call('HSET', kstat, 'last_used', now)
 redis.call('HSET', cstat, 'last_used', now)
 
 local message_count = nil
-if KEYS[9] then
+-- [budget: settle] Replace the estimate with what the client really used.
+if budget then
+  local bday, blog, btok = KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
+  local est_b = tonumber(budget.est) or 0
+  local used = 0
+  if (not spec.release) and spec.outcome == 'success' then
+    local input = tonumber(spec.input) or est_b
+    used = input + (tonumber(spec.output) or 0) + (tonumber(spec.thoughts) or 0)
+  end
+  local delta = used - est_b
+  if delta ~= 0 then
+    local d = tonumber(redis.call('HGET', bday, 'day'))
+    if d and d == tonumber(budget.day) then
+      local cur = tonumber(redis.call('HGET', bday, 'used')) or 0
+      redis.call('HSET', bday, 'used', math.max(0, cur + delta))
+    end
+    local t = tonumber(redis.call('HGET', btok, rid))
+    if t then
+      redis.call('HSET', btok, rid, used)
+      redis.call('HINCRBY', btok, '_sum', used - t)
+    end
+  end
+  if spec.release then redis.call('ZREM', blog, rid); redis.call('HDEL', btok, rid) end
+end
+-- [end budget: settle]
+
+if #KEYS >= 11 + nbudget then
   local meta, msgs, lock = KEYS[9], KEYS[10], KEYS[11]
   if spec.conv and spec.conv ~= cjson.null then
     local ttl = tonumber(spec.conv.ttl_s)
@@ -112,6 +150,9 @@ if KEYS[9] then
       redis.call('HINCRBY', meta, 'total_tokens', tonumber(spec.conv.tokens) or 0)
       redis.call('HINCRBY', meta, 'hist_est', tonumber(spec.conv.est) or 0)
       redis.call('HSET', meta, 'updated_at', now)
+      -- [affinity: write] The turn's quota group + model (its log key), preferred by reserve_v1.
+      redis.call('HSET', meta, 'aff', log)
+      -- [end affinity: write]
       redis.call('EXPIRE', meta, ttl)
       redis.call('EXPIRE', msgs, ttl)
     end

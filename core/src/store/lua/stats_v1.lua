@@ -9,8 +9,11 @@
 --     day HASH {day, count}, cd HASH {until, reason, strikes}
 --   then 2 keys per key, in ARGV `keys` order: dis HASH {reason, cfg, at}, kstat HASH counters
 --   then 1 key per client, in ARGV `clients` order: cstat HASH counters
+--   then (admin) 1 key: audit LIST of admin_v1 entries, newest first
+--   then (budget) 3 keys per client, in ARGV `clients` order: budget day HASH {day, used},
+--     minute log ZSET (rid -> ms), minute tokens HASH (rid -> tokens, `_sum`)
 --
--- ARGV[1] JSON: {"window_ms": n, "groups": n, "keys": n, "clients": n}
+-- ARGV[1] JSON: {"window_ms": n, "groups": n, "keys": n, "clients": n, "audit": entries to read}
 --
 -- Returns a JSON string:
 --   {"now": ms (Redis TIME), "day": Pacific day number of now,
@@ -19,7 +22,9 @@
 --    "groups": [{"count": live entries, "tokens": input tokens of the live entries,
 --                "day": stored day number | null, "day_count": n, "cd": [field, value, ...]}],
 --    "keys": [{"dis": [field, value, ...], "stats": [field, value, ...]}],
---    "clients": [[field, value, ...]]}
+--    "clients": [[field, value, ...]],
+--    "audit": [admin_v1 entry JSON, ...],          the newest `audit` entries, newest first
+--    "budgets": [{"day": stored day | null, "used": n, "minute": live minute tokens}]  one per client
 -- Hash contents come back as flat HGETALL lists of strings. cjson encodes an empty table as {}, so
 -- an empty hash, and `groups`/`keys`/`clients` when ARGV asks for none, arrive as {} too.
 --
@@ -64,5 +69,25 @@ for i = 1, tonumber(spec.clients) do
   out.clients[i] = redis.call('HGETALL', KEYS[ki])
   ki = ki + 1
 end
+
+-- [admin: audit] The last operator changes, as admin_v1 wrote them.
+local audit_n = tonumber(spec.audit) or 0
+out.audit = (audit_n > 0) and redis.call('LRANGE', KEYS[ki], 0, audit_n - 1) or {}
+-- [end admin: audit]
+ki = ki + 1
+
+-- [budget: read] Each client's budget use: today's tokens and the live minute's.
+out.budgets = {}
+for i = 1, tonumber(spec.clients) do
+  local bday, blog, btok = KEYS[ki], KEYS[ki + 1], KEYS[ki + 2]
+  ki = ki + 3
+  local d = redis.call('HMGET', bday, 'day', 'used')
+  local minute = 0
+  for _, rid in ipairs(redis.call('ZRANGEBYSCORE', blog, cutoff, '+inf')) do
+    minute = minute + (tonumber(redis.call('HGET', btok, rid)) or 0)
+  end
+  out.budgets[i] = {day = tonumber(d[1]) or cjson.null, used = tonumber(d[2]) or 0, minute = minute}
+end
+-- [end budget: read]
 
 return cjson.encode(out)
