@@ -4,10 +4,10 @@
 
 use super::models::{log_attempts, settle_after_answer};
 use super::{read_json, Ctx};
-use crate::fetch::{FetchUpstream, WorkerRuntime};
+use crate::fetch::FetchUpstream;
 use crate::respond::{self, Answer};
 use llm_key_router_core::config::LogLevel;
-use llm_key_router_core::engine::{Router, Success};
+use llm_key_router_core::engine::Success;
 use llm_key_router_core::error::RouterError;
 use llm_key_router_core::wire::embeddings::{self, EmbedMethod, EmbedRequest};
 use worker::Request;
@@ -33,15 +33,7 @@ pub(super) async fn gemini(req: &mut Request, cx: &Ctx<'_>, model: &str, method:
 
 async fn run(cx: &Ctx<'_>, e: &EmbedRequest) -> Result<Success, RouterError> {
     let upstream = FetchUpstream { base: cx.settings.gemini_base_url.clone() };
-    let router = Router {
-        pool: cx.pool,
-        settings: cx.settings,
-        store: &cx.store,
-        upstream: &upstream,
-        rt: &WorkerRuntime,
-        secrets: cx.st,
-        cfg_fingerprint: cx.st.fingerprint.clone(),
-    };
+    let router = cx.router(&upstream);
     match router.embed(e, &cx.caller).await {
         Ok(mut s) => {
             log_attempts(cx, LogLevel::Debug, &s.attempts);

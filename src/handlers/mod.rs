@@ -9,12 +9,12 @@ mod files;
 mod models;
 mod observe;
 
-use crate::fetch::FetchTransport;
+use crate::fetch::{FetchTransport, FetchUpstream, WorkerRuntime};
 use crate::respond::Answer;
 use crate::state::State;
 use llm_key_router_core::config::auth::{extract_token, Client};
 use llm_key_router_core::config::{KeyPool, Settings};
-use llm_key_router_core::engine::Caller;
+use llm_key_router_core::engine::{Caller, Router};
 use llm_key_router_core::error::RouterError;
 use llm_key_router_core::store::upstash::Upstash;
 use llm_key_router_core::wire::api::{self, Route, Surface};
@@ -136,6 +136,24 @@ impl<'a> Ctx<'a> {
             models: client.models.clone(),
         };
         Ok(Ctx { wctx, st, settings, pool, store, caller, started })
+    }
+}
+
+impl<'a> Ctx<'a> {
+    /// The engine over this request's adapters: the one place the glue assembles it.
+    pub(crate) fn router<'r>(
+        &'r self,
+        upstream: &'r FetchUpstream,
+    ) -> Router<'r, Upstash<FetchTransport>, FetchUpstream, WorkerRuntime> {
+        Router {
+            pool: self.pool,
+            settings: self.settings,
+            store: &self.store,
+            upstream,
+            rt: &WorkerRuntime,
+            secrets: self.st,
+            cfg_fingerprint: self.st.fingerprint.clone(),
+        }
     }
 }
 

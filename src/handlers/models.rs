@@ -9,7 +9,7 @@ use crate::relay::{self, Mode};
 use crate::respond::{self, log, Answer};
 use llm_key_router_core::config::LogLevel;
 use llm_key_router_core::conversations;
-use llm_key_router_core::engine::{classify, Attempt, DeferredSettle, Outcome, Router, Runtime, Success};
+use llm_key_router_core::engine::{classify, Attempt, DeferredSettle, Outcome, Runtime, Success};
 use llm_key_router_core::error::RouterError;
 use llm_key_router_core::json;
 use llm_key_router_core::store::upstash::Upstash;
@@ -156,15 +156,7 @@ pub(super) fn settle_after_answer(cx: &Ctx<'_>, deferred: Option<DeferredSettle>
 /// One engine run, answered in the caller's shape.
 async fn run(cx: &Ctx<'_>, gen: GenerateRequest, shape: Shape) -> Answer {
     let upstream = FetchUpstream { base: cx.settings.gemini_base_url.clone() };
-    let router = Router {
-        pool: cx.pool,
-        settings: cx.settings,
-        store: &cx.store,
-        upstream: &upstream,
-        rt: &WorkerRuntime,
-        secrets: cx.st,
-        cfg_fingerprint: cx.st.fingerprint.clone(),
-    };
+    let router = cx.router(&upstream);
     let mode = shape.stream_mode();
     let mut s = match router.run(&gen, &cx.caller, mode.is_some()).await {
         Ok(Outcome::Done(s)) => s,

@@ -7,7 +7,8 @@
 //! - [`attempt`]: the upstream call, a stream read until its first event;
 //! - [`classify`]: whose fault an upstream error is;
 //! - [`settle`]: the settle spec and the conversation turn, for unary and streamed answers;
-//! - [`failover`]: the walk over candidates that ties them together, with the backoff.
+//! - [`failover`]: the walk over candidates that ties them together, with the backoff;
+//! - [`judge`]: what one upstream result means for the walk and for the settle.
 //!
 //! Side effects go through the [`ports`]: the quota store, the upstream, the runtime (clock,
 //! sleep, randomness) and the secrets, so the engine runs natively against the fakes of
@@ -22,6 +23,7 @@
 mod attempt;
 pub mod classify;
 mod failover;
+mod judge;
 mod plan;
 pub mod ports;
 mod reserve;
