@@ -85,7 +85,7 @@ pub fn files_in_contents<'a>(contents: impl IntoIterator<Item = &'a Value>) -> V
 /// Read from the URL's text, not through a URL parser: the `url` crate (with IDNA) would add
 /// ~100 KB to the wasm for two query lookups.
 pub fn query_param(url: &str, name: &str) -> Option<String> {
-    let query = crate::wire::api::url_query(url);
+    let query = crate::wire::url::url_query(url);
     let raw = query.split('&').find_map(|pair| match pair.split_once('=') {
         Some((k, v)) if k == name => Some(v),
         None if pair == name => Some(""),

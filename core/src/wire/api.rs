@@ -1,6 +1,7 @@
 //! HTTP surface in pure Rust: which route a request is, how its body is checked, and the JSON
 //! shapes the router answers. The wasm layer only moves bytes in and out.
 
+pub use super::url::url_query;
 use crate::config::auth::Scope;
 use crate::engine::Success;
 use crate::error::RouterError;
@@ -329,16 +330,6 @@ fn admin_route(method: &str, path: &str) -> Option<Route> {
 }
 
 /// Checks a JSON request body: content type, size, UTF-8 and syntax, with a distinct code for each.
-/// The query of a request URL, undecoded: after the first `?`, before any `#`; empty without
-/// one. `Request.url` is already serialized by the runtime's URL parser, so this is the query a
-/// Rust URL parser would give back, without compiling one (with IDNA tables) into the wasm.
-pub fn url_query(url: &str) -> &str {
-    match url.split_once('?') {
-        Some((_, rest)) => rest.split('#').next().unwrap_or(""),
-        None => "",
-    }
-}
-
 pub fn parse_json_body(content_type: Option<&str>, body: &[u8], max: usize) -> Result<Value, RouterError> {
     if body.len() > max {
         return Err(RouterError::PayloadTooLarge { limit: max });
@@ -417,14 +408,6 @@ pub fn generate_response(s: &Success, duration_ms: u64, conversation_id: Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn url_query_is_what_follows_the_question_mark() {
-        assert_eq!(url_query("https://h.example/v1/conversations?offset=2&limit=5"), "offset=2&limit=5");
-        assert_eq!(url_query("https://h.example/v1/conversations"), "");
-        assert_eq!(url_query("https://h.example/x?"), "");
-        assert_eq!(url_query("https://h.example/x?a=%20b?c#frag"), "a=%20b?c");
-    }
 
     #[test]
     fn allow_fallback_header_parses() {

@@ -8,3 +8,4 @@ pub mod embeddings;
 pub mod gemini;
 pub mod openai;
 pub mod sse;
+pub mod url;

@@ -74,12 +74,19 @@ fn parts(req: &Value) -> impl Iterator<Item = &Value> {
     system.chain(contents).filter_map(|c| c.get("parts").and_then(Value::as_array)).flatten()
 }
 
+/// Who owns files and cached contents (the mock's `files::Resources`): a seam, so access checks
+/// need not know how resources are stored.
+pub trait Owners {
+    fn file_owned_by(&self, id: &str, project: &str) -> bool;
+    fn cache_owned_by(&self, id: &str, project: &str) -> bool;
+}
+
 /// The resource-level refusal for a (valid) GenerateContentRequest, if any: a top-level
 /// `cachedContent` naming `cachedContents/<x>` first, then the first `fileData` part whose
 /// `fileUri` is a Files API name (see [`file_id`]).
 /// `project` is the calling key's project (`None`: unknown key, which is refused elsewhere, so
 /// nothing is checked here); only that project's own files and caches pass.
-pub fn resource_refusal(req: &Value, project: Option<&str>, res: &crate::files::Resources) -> Option<Value> {
+pub fn resource_refusal(req: &Value, project: Option<&str>, res: &dyn Owners) -> Option<Value> {
     let project = project?;
     let cached = field(req, "cachedContent", "cached_content").and_then(Value::as_str);
     if let Some(id) = cached.and_then(|c| c.strip_prefix("cachedContents/")).filter(|rest| !rest.is_empty()) {
@@ -148,35 +155,48 @@ mod tests {
         let r = resource_refusal(
             &with_part(json!({"fileData": {"mimeType": "image/png", "fileUri": "files/abc123"}})),
             Some("p"),
-            &Default::default(),
+            &crate::files::Resources::default(),
         );
         assert_eq!(r, Some(errors::file_denied("abc123")));
         let r = resource_refusal(
             &with_part(json!({"file_data": {"file_uri": "https://x.test/v1beta/files/q1"}})),
             Some("p"),
-            &Default::default(),
+            &crate::files::Resources::default(),
         );
         assert_eq!(r, Some(errors::file_denied("q1")));
         let r = resource_refusal(
             &with_part(json!({"fileData": {"fileUri": "https://example.com/cat.png"}})),
             Some("p"),
-            &Default::default(),
+            &crate::files::Resources::default(),
         );
         assert_eq!(r, None);
         assert_eq!(
-            resource_refusal(&with_part(json!({"inlineData": {"data": "xx"}})), Some("p"), &Default::default()),
+            resource_refusal(
+                &with_part(json!({"inlineData": {"data": "xx"}})),
+                Some("p"),
+                &crate::files::Resources::default()
+            ),
             None
         );
         let si = json!({"systemInstruction": {"parts": [{"fileData": {"fileUri": "files/sys"}}]},
                         "contents": [{"parts": [{"text": "hi"}]}]});
-        assert_eq!(resource_refusal(&si, Some("p"), &Default::default()), Some(errors::file_denied("sys")));
+        assert_eq!(
+            resource_refusal(&si, Some("p"), &crate::files::Resources::default()),
+            Some(errors::file_denied("sys"))
+        );
         // cachedContent is checked before the parts.
         let mut req = with_part(json!({"fileData": {"fileUri": "files/abc123"}}));
         req["cachedContent"] = json!("cachedContents/xyz");
-        assert_eq!(resource_refusal(&req, Some("p"), &Default::default()), Some(errors::cached_content_denied()));
+        assert_eq!(
+            resource_refusal(&req, Some("p"), &crate::files::Resources::default()),
+            Some(errors::cached_content_denied())
+        );
         let req = json!({"cached_content": "cachedContents/xyz", "contents": [{"parts": [{"text": "hi"}]}]});
-        assert_eq!(resource_refusal(&req, Some("p"), &Default::default()), Some(errors::cached_content_denied()));
+        assert_eq!(
+            resource_refusal(&req, Some("p"), &crate::files::Resources::default()),
+            Some(errors::cached_content_denied())
+        );
         let req = json!({"cachedContent": "something-else", "contents": [{"parts": [{"text": "hi"}]}]});
-        assert_eq!(resource_refusal(&req, Some("p"), &Default::default()), None);
+        assert_eq!(resource_refusal(&req, Some("p"), &crate::files::Resources::default()), None);
     }
 }

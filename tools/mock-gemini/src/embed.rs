@@ -128,7 +128,7 @@ pub(crate) async fn serve(
         Err(e) => (Err(e), None),
     };
     let log_body = parsed.unwrap_or_else(|_| Value::String(String::from_utf8_lossy(raw).into()));
-    let (cfg, _seq, extra_delay_ms, _cut) = match crate::decide(m, model, op, key, &gen_plan, log_body) {
+    let (cfg, _seq, extra_delay_ms, _cut) = match crate::api::decide(m, model, op, key, &gen_plan, log_body) {
         Ok(d) => d,
         Err(e) => return crate::err_response(&e),
     };

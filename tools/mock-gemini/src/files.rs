@@ -10,7 +10,9 @@ use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use crate::{api_key, err_response, errors, json_response, query_param, Mock};
+use crate::access::Owners;
+use crate::api::{api_key, query_param};
+use crate::{err_response, errors, json_response, Mock};
 
 #[derive(Debug, Default)]
 pub struct Resources {
@@ -29,13 +31,15 @@ impl Resources {
         let x = (self.seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5DEE_CE66) % 1_000_000_007;
         format!("{prefix}{x:x}{}", self.seq)
     }
+}
 
-    /// Whether the project owns this file id.
-    pub fn file_owned_by(&self, id: &str, project: &str) -> bool {
+/// Whether a project owns a file or cached content id.
+impl crate::access::Owners for Resources {
+    fn file_owned_by(&self, id: &str, project: &str) -> bool {
         self.files.get(id).is_some_and(|(p, _)| p == project)
     }
 
-    pub fn cache_owned_by(&self, id: &str, project: &str) -> bool {
+    fn cache_owned_by(&self, id: &str, project: &str) -> bool {
         self.caches.get(id).is_some_and(|(p, _)| p == project)
     }
 }
